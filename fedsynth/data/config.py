@@ -1,0 +1,76 @@
+"""Typed settings of the data layer: preprocessing (which keys the slice cache) and splits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fedsynth.data.layouts import LAYOUTS, normalise_modality
+
+PARTITIONS = ("by-site", "iid", "dirichlet")
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Volume → slices. Every field is part of the slice-cache key.
+
+    Intensities: per volume, the `lower_percentile`..`upper_percentile` range of the voxels
+    inside the foreground mask maps linearly to [-1, 1] (clipped); voxels outside the mask
+    are set to -1. Slices: axial (RAS z), kept when at least `min_foreground` of the slice is
+    foreground, zero-padded to square and resized to `image_size` × `image_size`.
+    """
+
+    image_size: int = 64
+    lower_percentile: float = 0.5
+    upper_percentile: float = 99.5
+    min_foreground: float = 0.05
+    # Without a mask file, foreground = voxels above this fraction of the 99th percentile.
+    foreground_threshold: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not 8 <= self.image_size <= 1024:
+            raise ValueError(f"image_size={self.image_size}: expected 8..1024 pixels")
+        if not 0 <= self.lower_percentile < self.upper_percentile <= 100:
+            raise ValueError(
+                f"percentiles ({self.lower_percentile}, {self.upper_percentile}): "
+                "expected 0 <= lower < upper <= 100"
+            )
+        if not 0 <= self.min_foreground < 1:
+            raise ValueError(f"min_foreground={self.min_foreground}: expected 0 <= x < 1")
+        if not 0 < self.foreground_threshold < 1:
+            raise ValueError(f"foreground_threshold={self.foreground_threshold}: expected (0, 1)")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the data is and how it becomes per-site training and test sets."""
+
+    root: Path | None = None
+    layout: str = "auto"
+    modalities: tuple[str, ...] = ("T1", "T2")
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    # Share of each site's paired subjects held out for testing (never trained on).
+    test_fraction: float = 0.25
+    partition: str = "by-site"
+    num_partitions: int | None = None
+    dirichlet_alpha: float = 0.5
+    seed: int = 0
+    # Lenient: a bad file is skipped with a warning and counted instead of stopping the run.
+    lenient: bool = False
+    cache_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.layout != "auto" and self.layout not in LAYOUTS:
+            raise ValueError(f"layout={self.layout!r}: expected auto or one of {LAYOUTS}")
+        mods = tuple(normalise_modality(m) for m in self.modalities)
+        if len(mods) < 2 or len(set(mods)) != len(mods):
+            raise ValueError(f"modalities={self.modalities}: expected two or more distinct")
+        object.__setattr__(self, "modalities", mods)
+        if not 0 < self.test_fraction < 1:
+            raise ValueError(f"test_fraction={self.test_fraction}: expected 0 < x < 1")
+        if self.partition not in PARTITIONS:
+            raise ValueError(f"partition={self.partition!r}: expected one of {PARTITIONS}")
+        if self.partition != "by-site" and not (self.num_partitions or 0) >= 1:
+            raise ValueError(f"partition={self.partition!r} needs num_partitions >= 1")
+        if self.dirichlet_alpha <= 0:
+            raise ValueError(f"dirichlet_alpha={self.dirichlet_alpha}: expected > 0")

@@ -1,0 +1,28 @@
+"""Files → per-site training and test data, in one call: find the subjects, open (or build)
+the slice cache, partition into sites, split each site unpaired/paired."""
+
+from __future__ import annotations
+
+from fedsynth.data.cache import SliceCache, build_cache
+from fedsynth.data.config import DataConfig
+from fedsynth.data.layouts import DatasetError, load_dataset
+from fedsynth.data.slices import SiteData
+from fedsynth.data.splits import federation_data
+
+
+def prepare_sites(cfg: DataConfig, progress: bool = True) -> tuple[list[SiteData], SliceCache]:
+    """Every (simulated) site's data under `cfg.root`, and the cache it was read from."""
+    if cfg.root is None:
+        raise DatasetError("no data root given (DataConfig.root)")
+    dataset = load_dataset(cfg.root, cfg.layout)
+    cache = build_cache(dataset, cfg.preprocess, cfg.cache_dir, cfg.lenient, progress)
+    sites = federation_data(
+        cache,
+        cfg.modalities,
+        cfg.partition,
+        cfg.num_partitions,
+        cfg.dirichlet_alpha,
+        cfg.test_fraction,
+        cfg.seed,
+    )
+    return sites, cache

@@ -1,0 +1,76 @@
+"""In-memory views of preprocessed slices: what the training engine and the metrics consume.
+
+Everything here is plain numpy, so `training`, `privacy` and `evaluation` never need to
+know which layout or cache the slices came from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SliceSet:
+    """Axial slices of one modality.
+
+    images: (N, H, W) float32 in [-1, 1] (percentile-scaled per volume; background -1).
+    masks: (N, H, W) bool, the brain/foreground mask of each slice.
+    subjects: (N,) str, the subject each slice comes from (the privacy unit for subject-level DP).
+    positions: (N,) int, the slice index (axial z, RAS) inside the subject's volume.
+    """
+
+    modality: str
+    images: np.ndarray
+    masks: np.ndarray
+    subjects: np.ndarray
+    positions: np.ndarray
+
+    def __post_init__(self) -> None:
+        n = len(self.images)
+        if not (len(self.masks) == len(self.subjects) == len(self.positions) == n):
+            raise ValueError(f"SliceSet[{self.modality}]: arrays disagree on the number of slices")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.images.shape[-1])
+
+    def take(self, rows: np.ndarray) -> SliceSet:
+        """The slices at `rows`, as a new SliceSet."""
+        rows = np.asarray(rows, dtype=np.int64)
+        return SliceSet(
+            self.modality,
+            self.images[rows],
+            self.masks[rows],
+            self.subjects[rows],
+            self.positions[rows],
+        )
+
+    def unique_subjects(self) -> list[str]:
+        return sorted(set(self.subjects.tolist()))
+
+
+@dataclass(frozen=True)
+class SiteData:
+    """One site's data, ready to train on and to evaluate.
+
+    train: modality -> unpaired training slices. No subject appears under two modalities.
+    test: modality -> paired held-out slices of subjects never trained on; row i is the same
+        subject and slice position in every modality, so source row i and target row i are a
+        ground-truth pair.
+    """
+
+    site: str
+    train: dict[str, SliceSet] = field(default_factory=dict)
+    test: dict[str, SliceSet] = field(default_factory=dict)
+
+    @property
+    def modalities(self) -> list[str]:
+        return sorted(set(self.train) | set(self.test))
+
+    def num_train_slices(self) -> int:
+        return sum(len(s) for s in self.train.values())

@@ -1,0 +1,129 @@
+"""Who trains on what: partitions of subjects into (simulated) sites, and per site the
+unpaired training split and the paired held-out test split.
+
+Unpaired by construction: every training subject contributes exactly one modality, so no
+subject gives both the source and the target of a translation. Test subjects have every
+modality and are never trained on; they give ground truth for PSNR/SSIM/MAE.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedsynth.data.cache import SliceCache
+from fedsynth.data.layouts import DatasetError
+from fedsynth.data.slices import SiteData
+
+
+def partition_subjects(
+    subjects_by_site: dict[str, list[str]],
+    scheme: str,
+    num_partitions: int | None = None,
+    alpha: float = 0.5,
+    seed: int = 0,
+) -> dict[str, list[str]]:
+    """Group subject uids into partitions (the simulated sites).
+
+    by-site: the natural federation, one partition per site.
+    iid: all subjects pooled, shuffled and dealt round-robin into `num_partitions`.
+    dirichlet: quantity skew; partition shares ~ Dirichlet(alpha), every partition keeps at
+        least one subject (smaller alpha, more skew).
+    """
+    if scheme == "by-site":
+        return {site: sorted(uids) for site, uids in sorted(subjects_by_site.items())}
+    pool = sorted(u for uids in subjects_by_site.values() for u in uids)
+    n = int(num_partitions or 0)
+    if n < 1 or n > len(pool):
+        raise DatasetError(f"num_partitions={num_partitions}: expected 1..{len(pool)} subjects")
+    rng = np.random.default_rng(seed)
+    rng.shuffle(pool)
+    names = [f"part{i}" for i in range(n)]
+    if scheme == "iid":
+        return {name: sorted(pool[i::n]) for i, name in enumerate(names)}
+    if scheme != "dirichlet":
+        raise DatasetError(f"unknown partition scheme {scheme!r}")
+    shares = rng.dirichlet(np.full(n, alpha))
+    counts = np.ones(n, int) + np.floor(shares * (len(pool) - n)).astype(int)
+    counts[np.argmax(shares)] += len(pool) - counts.sum()
+    bounds = np.concatenate([[0], np.cumsum(counts)])
+    return {name: sorted(pool[bounds[i] : bounds[i + 1]]) for i, name in enumerate(names)}
+
+
+@dataclass(frozen=True)
+class SitePlan:
+    """Which subject uids train which modality, and which are held out as paired tests."""
+
+    site: str
+    train: dict[str, list[str]]
+    test: list[str]
+
+
+def plan_site(
+    site: str,
+    subjects: dict[str, set[str]],
+    modalities: Sequence[str],
+    test_fraction: float,
+    seed: int,
+) -> SitePlan:
+    """Split one site's subjects (uid -> modalities it has) into unpaired train and paired test.
+
+    Subjects with every modality may be held out (at least one, `test_fraction` of them);
+    every other subject is assigned to one modality it has, keeping the modalities balanced.
+    """
+    usable = {u: set(m) & set(modalities) for u, m in sorted(subjects.items())}
+    usable = {u: m for u, m in usable.items() if m}
+    complete = [u for u, m in usable.items() if m == set(modalities)]
+    rng = np.random.default_rng(seed)
+    n_test = max(1, round(test_fraction * len(complete)))
+    if not complete or len(usable) - n_test < len(modalities):
+        raise DatasetError(
+            f"site {site!r}: {len(usable)} subjects with {'/'.join(modalities)} "
+            f"({len(complete)} with all of them); need at least one paired test subject "
+            f"plus one training subject per modality ({len(modalities) + 1} in all)"
+        )
+    test = sorted(rng.choice(complete, size=n_test, replace=False).tolist())
+    rest = [u for u in usable if u not in test]
+    rng.shuffle(rest)
+    # Subjects with fewer options first, so single-modality subjects are never starved.
+    rest.sort(key=lambda u: len(usable[u]))
+    train: dict[str, list[str]] = {m: [] for m in modalities}
+    for uid in rest:
+        options = [m for m in modalities if m in usable[uid]]
+        modality = min(options, key=lambda m: (len(train[m]), modalities.index(m)))
+        train[modality].append(uid)
+    empty = [m for m, uids in train.items() if not uids]
+    if empty:
+        raise DatasetError(f"site {site!r}: no training subject has {', '.join(empty)}")
+    return SitePlan(site, {m: sorted(u) for m, u in train.items()}, test)
+
+
+def site_data(cache: SliceCache, plan: SitePlan, modalities: Sequence[str]) -> SiteData:
+    """Materialise a plan from the cache."""
+    train = {m: cache.slice_set(m, uids) for m, uids in plan.train.items()}
+    for m, s in train.items():
+        if len(s) == 0:
+            raise DatasetError(f"site {plan.site!r}: no usable {m} training slices")
+    return SiteData(plan.site, train, cache.paired(modalities, plan.test))
+
+
+def federation_data(
+    cache: SliceCache,
+    modalities: Sequence[str],
+    scheme: str = "by-site",
+    num_partitions: int | None = None,
+    alpha: float = 0.5,
+    test_fraction: float = 0.25,
+    seed: int = 0,
+) -> list[SiteData]:
+    """Every (simulated) site's train/test data from one cache."""
+    by_site = {site: sorted(cache.subjects(site)) for site in cache.sites}
+    parts = partition_subjects(by_site, scheme, num_partitions, alpha, seed)
+    modalities_of = cache.subjects()
+    out = []
+    for i, (name, uids) in enumerate(parts.items()):
+        plan = plan_site(name, {u: modalities_of[u] for u in uids}, modalities, test_fraction, seed + i)
+        out.append(site_data(cache, plan, modalities))
+    return out

@@ -1,0 +1,143 @@
+"""Volume → slices, and every kind of bad input named with its file and reason."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from conftest import AFFINE, SHAPE, head
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from fedsynth.data.config import PreprocessConfig
+from fedsynth.data.layouts import DatasetError, SubjectRecord
+from fedsynth.data.preprocess import SlicePipeline, load_volume, preprocess_subject
+
+CFG = PreprocessConfig(image_size=32)
+
+
+def save(path: Path, data: np.ndarray, affine: np.ndarray = AFFINE) -> Path:
+    nib.save(nib.Nifti1Image(data, affine), path)
+    return path
+
+
+def record(tmp_path: Path, t1: np.ndarray, t2: np.ndarray | None = None, **kw) -> SubjectRecord:
+    images = {"T1": save(tmp_path / "t1.nii.gz", t1, kw.pop("a1", AFFINE))}
+    if t2 is not None:
+        images["T2"] = save(tmp_path / "t2.nii.gz", t2, kw.pop("a2", AFFINE))
+    return SubjectRecord("s1", "site", images, **kw)
+
+
+def test_slices_are_scaled_sized_and_paired(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    subj = preprocess_subject(record(tmp_path, head(rng, 1.0), head(rng, -1.5)), CFG)
+    t1, t2 = subj.images["T1"], subj.images["T2"]
+    assert t1.shape == t2.shape == subj.mask.shape
+    assert t1.shape[1:] == (32, 32) and t1.dtype == np.float32
+    assert t1.min() == -1.0 and 0.5 < t1.max() <= 1.0
+    assert np.all(t1[~subj.mask] == -1.0)
+    # Only slices with foreground are kept; positions index the original z axis.
+    assert 0 < len(subj.positions) < SHAPE[2]
+    assert subj.mask.mean(axis=(1, 2)).min() >= CFG.min_foreground
+
+
+def test_reorients_to_ras(tmp_path: Path) -> None:
+    vol = head(np.random.default_rng(2), 1.0)
+    flipped = np.diag([-2.0, 2.0, 2.0, 1.0])
+    flipped[0, 3] = 2.0 * (SHAPE[0] - 1)
+    a, _ = load_volume(save(tmp_path / "a.nii.gz", vol))
+    b, aff = load_volume(save(tmp_path / "b.nii.gz", vol[::-1].copy(), flipped))
+    np.testing.assert_array_equal(a, b)
+    assert aff[0, 0] > 0
+
+
+def test_to_volume_inverts_to_slices() -> None:
+    vol = head(np.random.default_rng(3), 1.0) / 150
+    pipe = SlicePipeline(PreprocessConfig(image_size=28))
+    back = pipe.to_volume(pipe.to_slices(vol, fill=0.0), vol.shape)
+    assert back.shape == vol.shape
+    assert np.abs(back - vol).mean() < 0.05
+
+
+def test_given_mask_is_used(tmp_path: Path) -> None:
+    vol = head(np.random.default_rng(4), 1.0)
+    mask = np.zeros(SHAPE, np.uint8)
+    mask[8:16, 8:20, 5:15] = 1
+    rec = record(tmp_path, vol, mask=save(tmp_path / "m.nii.gz", mask))
+    subj = preprocess_subject(rec, CFG)
+    assert set(subj.positions.tolist()) <= set(range(5, 15))
+
+
+# --- bad input ------------------------------------------------------------------------------
+
+def _vol(rng=None):
+    return head(rng or np.random.default_rng(0), 1.0)
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda p: p.write_bytes(b"not a nifti at all"), "cannot read as NIfTI"),
+        (lambda p: p.write_bytes(gzip.compress(save(p, _vol()).read_bytes())[:5000]), "cannot read"),
+        (lambda p: save(p, _vol()[:, :, 0]), "is 2D"),
+        (lambda p: save(p, np.stack([_vol(), _vol()], -1)), "is 4D"),
+        (lambda p: save(p, np.where(_vol() > 50, np.nan, _vol())), "NaN/inf voxels"),
+        (lambda p: save(p, np.zeros(SHAPE, np.float32)), "is empty"),
+        (lambda p: save(p, np.full(SHAPE, 7.0, np.float32)), "is constant"),
+    ],
+    ids=["corrupt", "truncated", "2d", "4d", "nan", "empty", "constant"],
+)
+def test_bad_volume_named_with_reason(tmp_path: Path, make, reason: str) -> None:
+    path = tmp_path / "bad.nii.gz"
+    make(path)
+    with pytest.raises(DatasetError, match=f"bad.nii.gz.*{reason}"):
+        load_volume(path)
+
+
+def test_inf_is_refused(tmp_path: Path) -> None:
+    vol = _vol()
+    vol[3, 3, 3] = np.inf
+    with pytest.raises(DatasetError, match="1 NaN/inf"):
+        load_volume(save(tmp_path / "inf.nii", vol))
+
+
+def test_single_volume_4d_is_accepted(tmp_path: Path) -> None:
+    data, _ = load_volume(save(tmp_path / "v.nii.gz", _vol()[..., None]))
+    assert data.shape == SHAPE
+
+
+def test_modalities_on_different_grids(tmp_path: Path) -> None:
+    shifted = AFFINE.copy()
+    shifted[0, 3] = 5.0
+    rec = record(tmp_path, _vol(), _vol(), a2=shifted)
+    with pytest.raises(DatasetError, match=r"t2.nii.gz: grid .* differs from .*t1.nii.gz"):
+        preprocess_subject(rec, CFG)
+    rec = record(tmp_path, _vol(), _vol()[:-2])
+    with pytest.raises(DatasetError, match="differs"):
+        preprocess_subject(rec, CFG)
+
+
+# --- property: any finite volume gives valid slices or a clear error -----------------------
+
+finite = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False, width=32)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    vol=arrays(np.float32, st.tuples(*(st.integers(2, 12),) * 3), elements=finite),
+    size=st.sampled_from([8, 16, 24]),
+)
+def test_any_finite_volume_gives_valid_slices_or_error(tmp_path: Path, vol, size) -> None:
+    cfg = PreprocessConfig(image_size=size, min_foreground=0.0)
+    try:
+        subj = preprocess_subject(record(tmp_path, vol), cfg)
+    except DatasetError as err:
+        assert "t1.nii.gz" in str(err)
+        return
+    out = subj.images["T1"]
+    assert out.shape[1:] == (size, size)
+    assert np.isfinite(out).all() and out.min() >= -1.0 and out.max() <= 1.0
