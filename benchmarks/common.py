@@ -1,0 +1,59 @@
+"""What every benchmark shares: the machine description and the JSON result format
+(DESIGN §7): {"machine", "command", "date", "figures": {name: number}}."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def machine() -> dict:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--quick", action="store_true", help="tiny sizes: checks that it runs")
+    p.add_argument("--out", type=Path, default=None, help="result JSON (default results/NAME.json)")
+    return p
+
+
+def write_result(name: str, figures: dict[str, float], out: Path | None = None) -> Path:
+    """Write benchmarks/results/NAME.json (or `out`) and print the figures."""
+    path = out or RESULTS / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "machine": machine(),
+        "command": " ".join(["python", *sys.argv]),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "figures": {k: round(float(v), 4) for k, v in figures.items()},
+    }
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    tmp.replace(path)
+    for k, v in doc["figures"].items():
+        print(f"{k:>48s}  {v}")
+    return path

@@ -1,0 +1,1 @@
+"""Metrics, volume translation, reports and figures."""
