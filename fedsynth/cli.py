@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from fedsynth.data.layouts import DatasetError
+from fedsynth.models.checkpoint import CheckpointError
 
 console = Console()
 
@@ -84,6 +85,16 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_translate(args: argparse.Namespace) -> int:
+    from fedsynth.evaluation.translate import translate_volume
+
+    out = translate_volume(
+        args.checkpoint, args.input, args.target, args.output, source=args.source, image_size=args.size
+    )
+    console.print(f"[green]wrote[/] {out}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from fedsynth.demo import run_demo
 
@@ -110,6 +121,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     p.set_defaults(func=cmd_prepare)
 
+    p = sub.add_parser("translate", help="translate a whole NIfTI volume with a checkpoint")
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--input", type=Path, required=True)
+    p.add_argument("--target", required=True, help="modality to synthesise, e.g. T2")
+    p.add_argument("--output", type=Path, required=True)
+    p.add_argument("--source", default=None, help="input modality (default: from the file name)")
+    p.add_argument("--size", type=int, default=None, help="expected slice size of the checkpoint")
+    p.set_defaults(func=cmd_translate)
+
     p = sub.add_parser("demo", help="the main job on embedded data")
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
     p.add_argument("--seed", type=int, default=0)
@@ -126,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(args.func(args) or 0)
-    except (DatasetError, ValueError, FileNotFoundError) as err:
+    except (DatasetError, CheckpointError, ValueError, FileNotFoundError) as err:
         console.print(f"[red]error:[/] {err}")
         return 2
 
