@@ -1,0 +1,107 @@
+"""A mixin that puts update validation in front of any Flower strategy's aggregation.
+
+Placed first in the bases (`class X(ValidatedAggregation, FedAvg)`), it overrides the one hook
+that sees client updates, `aggregate_train`: replies are checked by
+`fedsynth.strategies.validation.validate_replies`, rejected ones are dropped (and recorded on
+`rejections`), and the rest — plus any error replies, which Flower logs itself — go to the
+Flower strategy's own `aggregate_train`, so Flower's reply checks and aggregation rule (FedAvg,
+McMahan et al. 2017; FedProx, Li et al. 2020; FedAdam, Reddi et al. 2021; median / trimmed mean,
+Yin et al. 2018) are reused unchanged. `configure_train` only remembers the arrays sent, the
+reference every update is compared with (as Flower's FedOpt does for its own reference).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.serverapp import Grid
+from flwr.serverapp.exception import AggregationError
+from flwr.serverapp.strategy import FedAvg
+
+from fedsynth.strategies.validation import Rejection, validate_replies
+
+
+class ValidatedAggregation(FedAvg):
+    """Validate every training reply before the next strategy in the MRO aggregates it.
+
+    A FedAvg subclass so that it composes with every Flower strategy built on FedAvg:
+    `class ValidatedFedProx(ValidatedAggregation, FedProx)` validates, then runs FedProx.
+    Takes keyword arguments only.
+
+    Parameters
+    ----------
+    norm_factor : float (default: 10.0)
+        A reply whose update norm ||w_i - w_global|| exceeds `norm_factor` times the median
+        update norm of the other replies is rejected as an outlier. Must be > 1;
+        `math.inf` disables the test.
+    norm_floor : float (default: 1e-3)
+        Lower bound on that median, so a round where every update is tiny does not reject a
+        site for a merely small one.
+    **kwargs
+        Passed on to the Flower strategy.
+
+    Attributes
+    ----------
+    rejections : list[Rejection]
+        Every rejected reply so far as (server_round, node_id, reason), for the server's report.
+    """
+
+    def __init__(self, *, norm_factor: float = 10.0, norm_floor: float = 1e-3, **kwargs: Any):
+        super().__init__(**kwargs)
+        if not norm_factor > 1:
+            raise ValueError(f"norm_factor must be > 1, got {norm_factor!r}")
+        if not norm_floor >= 0:
+            raise ValueError(f"norm_floor must be >= 0, got {norm_floor!r}")
+        self.norm_factor = norm_factor
+        self.norm_floor = norm_floor
+        self.rejections: list[Rejection] = []
+        self._global_arrays: dict[str, np.ndarray] | None = None
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Remember the arrays sent this round: the reference for validation and dtypes."""
+        self._global_arrays = {key: array.numpy() for key, array in arrays.items()}
+        return super().configure_train(server_round, arrays, config, grid)
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Drop invalid replies (logged, recorded), aggregate the rest with the Flower rule."""
+        if self._global_arrays is None:
+            raise AggregationError("configure_train must run before aggregate_train")
+        replies = list(replies)
+        errors = [msg for msg in replies if msg.has_error()]
+        accepted, rejected = validate_replies(
+            server_round,
+            [msg for msg in replies if not msg.has_error()],
+            self._global_arrays,
+            norm_factor=self.norm_factor,
+            norm_floor=self.norm_floor,
+            weighted_by_key=self.weighted_by_key,
+        )
+        self.rejections.extend(rejected)
+        arrays, metrics = super().aggregate_train(server_round, errors + accepted)
+        return self._as_global_dtypes(arrays), metrics
+
+    def _as_global_dtypes(self, arrays: ArrayRecord | None) -> ArrayRecord | None:
+        """Cast the aggregate back to the global dtypes.
+
+        Flower's rules promote dtypes (weighted means turn int64 buffers such as BatchNorm's
+        `num_batches_tracked` into float64; FedAdam returns float64 for float32 weights). Sites
+        load the aggregate into their models and send back the original dtype, which the next
+        round's dtype check would otherwise reject from every site.
+        """
+        if arrays is None or self._global_arrays is None:
+            return arrays
+        for key, array in list(arrays.items()):
+            dtype = self._global_arrays[key].dtype
+            if array.dtype != str(dtype):
+                value = array.numpy()
+                if np.issubdtype(dtype, np.integer):
+                    value = np.rint(value)
+                arrays[key] = Array(np.asarray(value.astype(dtype)))
+        return arrays
