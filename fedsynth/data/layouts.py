@@ -121,21 +121,21 @@ class _SubjectBuilder:
 
 # --- IXI: IXI012-HH-1211-T1.nii.gz; the hospital (Guys, HH, IOP) is the site ---------------
 
-_IXI = re.compile(r"^(IXI\d+)-([A-Za-z]+)-(\d+)-([A-Za-z0-9]+)$")
+_IXI = re.compile(r"^(IXI\d+)-([A-Za-z0-9]+)-(\d+)-([A-Za-z0-9]+)$")
 _IXI_SKIP = {"MRA", "DTI"}
 
 
-def read_ixi(root: Path) -> list[SubjectRecord]:
+def read_ixi(root: Path, site: str | None = None) -> list[SubjectRecord]:
     b = _SubjectBuilder()
     for path in _nifti_files(root):
         m = _IXI.match(_strip_nifti(path.name) or "")
         if m is None:
             continue
-        subject, site, _, kind = m.groups()
+        subject, hospital, _, kind = m.groups()
         if kind.upper() in _IXI_SKIP:
             continue
         key = {"MASK": MASK_KEY, "SEG": LABELS_KEY}.get(kind.upper())
-        b.add(site, subject, key or normalise_modality(kind, path), path)
+        b.add(site or hospital, subject, key or normalise_modality(kind, path), path)
     return b.build()
 
 
@@ -187,6 +187,8 @@ def read_bids(root: Path, site: str | None = None) -> list[SubjectRecord]:
         subject, suffix = m.groups()
         if suffix == "mask":
             key = MASK_KEY
+        elif suffix == "T1w" and "_ce-" in stem:
+            key = "T1CE"
         elif suffix == "dseg":
             key = LABELS_KEY
         else:
@@ -249,10 +251,7 @@ def _read_one(root: Path, layout: str, site: str | None) -> list[SubjectRecord]:
     if layout == "auto":
         layout = detect_layout(root)
     if layout == "ixi":
-        recs = read_ixi(root)
-        return [SubjectRecord(r.subject, site, r.images, r.mask, r.labels) for r in recs] if (
-            site
-        ) else recs
+        return read_ixi(root, site)
     if layout == "brats":
         return read_brats(root, site or "brats")
     if layout == "bids":
@@ -282,6 +281,8 @@ def load_dataset(root: str | Path, layout: str = "auto", site: str | None = None
             sub_root = root / s["name"]
             found_layout = detect_layout(sub_root) if layout == "auto" else layout
             subjects += _read_one(sub_root, found_layout, s["name"])
+        if not subjects:
+            raise DatasetError(f"{root}: no subjects found in the sites of {SITES_FILE}")
         return Dataset(root, found_layout, subjects)
     found = detect_layout(root) if layout == "auto" else layout
     subjects = _read_one(root, found, site)
@@ -292,7 +293,7 @@ def load_dataset(root: str | Path, layout: str = "auto", site: str | None = None
 
 # --- writers (used by the phantom; one per layout) -----------------------------------------
 
-_BIDS_SUFFIX = {"T1": "T1w", "T2": "T2w", "PD": "PDw", "FLAIR": "FLAIR", "T1CE": "T1w"}
+_BIDS_SUFFIX = {"T1": "T1w", "T2": "T2w", "PD": "PDw", "FLAIR": "FLAIR", "T1CE": "ce-gd_T1w"}
 _BRATS_SUFFIX = {"T1": "t1", "T1CE": "t1ce", "T2": "t2", "FLAIR": "flair", "PD": "pd"}
 
 
@@ -355,6 +356,8 @@ def write_subject(
 def _append_participant(root: Path, sid: str, site: str) -> None:
     tsv = root / "participants.tsv"
     new = not tsv.exists()
+    if not new and any(line.split("\t")[0] == sid for line in tsv.read_text().splitlines()):
+        return
     with tsv.open("a") as fh:
         if new:
             fh.write("participant_id\tsite\n")

@@ -1,0 +1,199 @@
+"""The one typed configuration of a fedsynth run, and its flat form.
+
+`FedsynthConfig` nests the settings of each part (data, model, train, privacy, federation),
+each a frozen dataclass with explicit defaults and validation. Flower's run config and
+`ConfigRecord`s only carry flat scalars, so the config converts to and from flat keys
+`section.field-name` (e.g. `model.base-channels = 16`, `data.modalities = "T1,T2"`); a key
+that is not a field is an error naming it, and a missing key keeps its default — so the
+same defaults hold under `flwr run`, `run_simulation` (empty run config) and the CLI.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fedsynth.data.config import DataConfig, PreprocessConfig
+from fedsynth.models.config import ModelConfig
+from fedsynth.privacy.config import PrivacyConfig
+from fedsynth.training.config import TrainConfig
+
+SHARE = ("generators", "all")
+Scalar = bool | int | float | str
+
+
+@dataclass(frozen=True)
+class FederationConfig:
+    """How the federation runs.
+
+    num_rounds: federated rounds; local_steps: engine steps per site per round.
+    strategy: fedavg | fedprox | fedadam | median | trimmed-mean (fedsynth.strategies).
+    share: "generators" (discriminators stay at the sites, the FedMed-GAN choice) or "all".
+    keep_norm_local: FedBN-style, normalisation parameters never leave a site.
+    proximal_mu: FedProx μ (clients add μ/2‖w − w_global‖² over the shared tensors).
+    server_lr: FedAdam η; trim_beta: share trimmed at each end by trimmed-mean.
+    norm_factor: reject updates whose distance to the global model exceeds this × the median.
+    min_nodes: minimum sites to start a round and to train in it; fraction_train: share of
+    available sites asked per round; round_timeout: seconds to wait for replies (then the
+    round proceeds with the sites that answered).
+    run_dir: where checkpoints, metrics and the report go; resume_from: a run directory whose
+    last complete checkpoint the run continues from ("" = start fresh).
+    state_dir: where simulated sites keep their local state ("" = run_dir/sites).
+    server_eval: evaluate on the held-out paired test sets at the server (simulation, where
+    the server may read the phantom) besides the clients' own evaluation.
+    """
+
+    num_rounds: int = 3
+    local_steps: int = 20
+    strategy: str = "fedavg"
+    share: str = "generators"
+    keep_norm_local: bool = False
+    proximal_mu: float = 0.0
+    server_lr: float = 1e-3
+    trim_beta: float = 0.34
+    norm_factor: float = 10.0
+    min_nodes: int = 2
+    fraction_train: float = 1.0
+    round_timeout: float = 600.0
+    run_dir: Path = Path("runs/latest")
+    resume_from: Path | None = None
+    state_dir: Path | None = None
+    server_eval: bool = True
+    num_supernodes: int = 0
+
+    def __post_init__(self) -> None:
+        if self.share not in SHARE:
+            raise ValueError(f"federation.share={self.share!r}: expected one of {SHARE}")
+        for name in ("num_rounds", "local_steps", "min_nodes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"federation.{name}={getattr(self, name)}: expected >= 1")
+        if not 0 < self.fraction_train <= 1:
+            raise ValueError(f"federation.fraction_train={self.fraction_train}: expected (0, 1]")
+        if self.round_timeout <= 0:
+            raise ValueError(f"federation.round_timeout={self.round_timeout}: expected > 0")
+
+    @property
+    def shared_groups(self) -> tuple[str, ...]:
+        return ("generators",) if self.share == "generators" else ("generators", "discriminators")
+
+
+@dataclass(frozen=True)
+class FedsynthConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    federation: FederationConfig = field(default_factory=FederationConfig)
+
+    def __post_init__(self) -> None:
+        size = self.data.preprocess.image_size
+        if self.model.image_size != size:
+            raise ValueError(
+                f"model.image-size={self.model.image_size} differs from "
+                f"data.preprocess.image-size={size}"
+            )
+        missing = set(self.model.modalities) - set(self.data.modalities)
+        if missing:
+            raise ValueError(f"model.modalities {sorted(missing)} are not in data.modalities")
+
+    def to_flat(self) -> dict[str, Scalar]:
+        """`section.field-name` -> scalar (tuples comma-joined, None as "")."""
+        return _flatten(self, "")
+
+    @classmethod
+    def from_flat(cls, flat: typing.Mapping[str, Any]) -> FedsynthConfig:
+        """Inverse of `to_flat`; unknown keys are an error, missing keys keep their default."""
+        return _build(cls, dict(flat), "")
+
+    def replace(self, **flat: Any) -> FedsynthConfig:
+        """A copy with some flat keys changed: `cfg.replace(**{"model.kind": "unified"})`."""
+        return FedsynthConfig.from_flat(self.to_flat() | flat)
+
+    def digest(self) -> str:
+        """Short hash of every setting: names a configuration in checkpoints and caches."""
+        return hashlib.sha256(json.dumps(self.to_flat(), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _key(prefix: str, name: str) -> str:
+    return f"{prefix}{name.replace('_', '-')}"
+
+
+def _flatten(obj: Any, prefix: str) -> dict[str, Scalar]:
+    out: dict[str, Scalar] = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        key = _key(prefix, f.name)
+        if dataclasses.is_dataclass(value):
+            out |= _flatten(value, f"{key}.")
+        elif isinstance(value, tuple):
+            out[key] = ",".join(str(v) for v in value)
+        elif value is None:
+            out[key] = ""
+        elif isinstance(value, Path):
+            out[key] = str(value)
+        else:
+            out[key] = value
+    return out
+
+
+def _build(cls: type, flat: dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        key = _key(prefix, f.name)
+        kind = hints[f.name]
+        if dataclasses.is_dataclass(kind):
+            kwargs[f.name] = _build(kind, flat, f"{key}.")
+        elif key in flat:
+            kwargs[f.name] = _parse(flat.pop(key), kind, key)
+    if not prefix and flat:
+        raise ValueError(f"unknown config key(s): {', '.join(sorted(flat))}")
+    return cls(**kwargs)
+
+
+def _parse(value: Any, kind: Any, key: str) -> Any:
+    """A flat scalar as the field's type (`int | None`, `tuple[str, ...]`, `Path`, …)."""
+    args = typing.get_args(kind)
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        if value in ("", None):
+            return None
+        kind = next(a for a in args if a is not type(None))
+        args = typing.get_args(kind)
+    try:
+        if typing.get_origin(kind) is tuple:
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return tuple(_parse(v.strip() if isinstance(v, str) else v, args[0], key) for v in items)
+        if kind is bool:
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(value)
+                return value.lower() in ("true", "1", "yes")
+            return bool(value)
+        if kind is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if kind is float:
+            return float(value)
+        if kind is Path:
+            return Path(value)
+        return str(value)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"config {key}={value!r}: expected {getattr(kind, '__name__', kind)}") from err
+
+
+__all__ = [
+    "DataConfig",
+    "FederationConfig",
+    "FedsynthConfig",
+    "ModelConfig",
+    "PreprocessConfig",
+    "PrivacyConfig",
+    "TrainConfig",
+]
