@@ -1,0 +1,26 @@
+"""Every benchmark runs in --quick mode and writes the DESIGN §7 JSON format."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+SCRIPTS = sorted(p for p in BENCH.glob("*.py") if p.name != "common.py")
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=[p.stem for p in SCRIPTS])
+def test_benchmark_quick(script: Path, tmp_path: Path) -> None:
+    out = tmp_path / f"{script.stem}.json"
+    subprocess.run(
+        [sys.executable, str(script), "--quick", "--out", str(out)],
+        check=True, cwd=BENCH, timeout=900, capture_output=True,
+    )
+    doc = json.loads(out.read_text())
+    assert {"machine", "command", "date", "figures"} <= set(doc)
+    assert doc["machine"]["cores"] >= 1 and "--quick" in doc["command"]
+    assert doc["figures"] and all(isinstance(v, (int, float)) for v in doc["figures"].values())
