@@ -1,0 +1,35 @@
+"""Synthesis networks (CycleGAN, unified StarGAN-style generator), their losses and groups."""
+
+from __future__ import annotations
+
+import torch
+
+from fedsynth.models.base import PLAYERS, Batch, Stream, SynthesisModel
+from fedsynth.models.config import ModelConfig
+from fedsynth.models.cyclegan import CycleGAN
+from fedsynth.models.networks import init_weights
+from fedsynth.models.unified import UnifiedGAN
+
+_ARCHITECTURES: dict[str, type[SynthesisModel]] = {"cyclegan": CycleGAN, "unified": UnifiedGAN}
+
+
+def build_model(config: ModelConfig, seed: int = 0) -> SynthesisModel:
+    """The networks of `config`, initialised deterministically from `seed` without touching
+    the global RNG stream."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = _ARCHITECTURES[config.kind](config)
+        init_weights(model)
+    return model
+
+
+__all__ = [
+    "PLAYERS",
+    "Batch",
+    "CycleGAN",
+    "ModelConfig",
+    "Stream",
+    "SynthesisModel",
+    "UnifiedGAN",
+    "build_model",
+]

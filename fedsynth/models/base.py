@@ -1,0 +1,99 @@
+"""What every synthesis model offers the engine, DP-SGD and the federation layer.
+
+A model is one nn.Module holding named networks (G_AB, D_A, ... or G, D). Networks are
+gathered into two parameter *groups*, which are also DP-SGD's two private players:
+"generators" and "discriminators". State-dict keys start with the network name, so a group
+is a set of key prefixes the federation can share by name.
+
+Losses go through `forward(stream, player, batch)`, which returns per-sample loss terms; this
+single entry point is what `torch.func.functional_call` (and vmap for per-sample gradients)
+calls, so the private and non-private paths compute exactly the same loss.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from fedsynth.models.config import ModelConfig
+from fedsynth.models.networks import NORM_TYPES
+
+PLAYERS = ("generators", "discriminators")
+
+Stream = dict[str, Tensor]
+"""Tensors of one kind of training example, all with the same leading (sample) dimension."""
+Batch = dict[str, Stream]
+"""Stream name -> stream; a model's loss differs per stream (e.g. CycleGAN's A and B images)."""
+
+
+class SynthesisModel(nn.Module, abc.ABC):
+    """Base of CycleGAN and the unified model: groups, keys and the loss/translation interface."""
+
+    groups: Mapping[str, tuple[str, ...]]
+    """Group name -> names of the networks in it; the group names are PLAYERS."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+
+    @property
+    @abc.abstractmethod
+    def training_modalities(self) -> tuple[str, ...]:
+        """Modalities whose training slices this model learns from."""
+
+    @abc.abstractmethod
+    def make_batch(self, images: Mapping[str, Tensor], generator: torch.Generator) -> Batch:
+        """Modality -> images (n, 1, H, W) to the model's streams (any random choices drawn
+        from `generator`, per sample, so no sample's loss depends on another's)."""
+
+    @abc.abstractmethod
+    def loss_terms(self, player: str) -> tuple[str, ...]:
+        """Names of the terms `forward` returns for `player` ("loss" first), known before any
+        batch so metrics keep the same keys even when a (Poisson) batch is empty."""
+
+    @abc.abstractmethod
+    def forward(self, stream: str, player: str, batch: Stream) -> dict[str, Tensor]:
+        """Per-sample loss terms (each (n,)) of `player` on one stream; "loss" is their
+        weighted total, the quantity that is differentiated."""
+
+    @abc.abstractmethod
+    def translate(self, images: Tensor, source: str, target: str) -> Tensor:
+        """Synthesise `target`-modality images (n, 1, H, W) from `source` images in [-1, 1]."""
+
+    def group_keys(self, group: str) -> list[str]:
+        """State-dict keys of a group, in state-dict order."""
+        prefixes = tuple(f"{net}." for net in self._networks(group))
+        return [key for key in self.state_dict() if key.startswith(prefixes)]
+
+    def group_parameters(self, group: str) -> dict[str, nn.Parameter]:
+        """Named trainable parameters of a group, in a fixed order (optimizer state needs it)."""
+        prefixes = tuple(f"{net}." for net in self._networks(group))
+        return {k: p for k, p in self.named_parameters() if k.startswith(prefixes)}
+
+    def norm_keys(self) -> set[str]:
+        """State-dict keys of every normalisation layer (kept local in FedBN-style federation)."""
+        return {
+            f"{name}.{key}"
+            for name, module in self.named_modules()
+            if isinstance(module, NORM_TYPES)
+            for key in module.state_dict()
+        }
+
+    def shared_keys(self, groups: Iterable[str], keep_norm_local: bool = False) -> list[str]:
+        """Keys of the given groups that leave a site, optionally without the norm layers."""
+        local = self.norm_keys() if keep_norm_local else set()
+        return [k for group in groups for k in self.group_keys(group) if k not in local]
+
+    def _networks(self, group: str) -> tuple[str, ...]:
+        if group not in self.groups:
+            raise ValueError(
+                f"unknown parameter group {group!r}; expected one of {tuple(self.groups)}"
+            )
+        return self.groups[group]
+
+    def _check_player(self, player: str) -> None:
+        if player not in PLAYERS:
+            raise ValueError(f"unknown player {player!r}; expected one of {PLAYERS}")

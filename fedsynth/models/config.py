@@ -1,0 +1,96 @@
+"""Model configuration: one typed object with explicit defaults, validated when built."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MODEL_KINDS = ("cyclegan", "unified")
+NORM_KINDS = ("instance", "group")
+
+
+def _check_positive(name: str, value: float, *, integer: bool = True) -> None:
+    if integer and (not isinstance(value, int) or isinstance(value, bool)):
+        raise ValueError(f"ModelConfig.{name} must be an int, got {value!r}")
+    if value <= 0:
+        raise ValueError(f"ModelConfig.{name} must be > 0, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture and loss weights of a synthesis model.
+
+    kind: "cyclegan" (source <-> target, two generators and two discriminators) or "unified"
+        (StarGAN-style: one label-conditioned generator, one discriminator with a real/fake
+        patch head and a modality-classification head, any-to-any over `modalities`).
+    modalities: modality names; for "unified" the order fixes the label index of each.
+    source, target: the translation direction (CycleGAN's A and B; the default direction of
+        the unified model). Both must be in `modalities`.
+    image_size: square slice size in pixels the model is trained on (checked against data and
+        checkpoints); divisible by 2**downsamplings and >= 2**(disc_layers + 2).
+    base_channels, res_blocks, downsamplings: ResNet generator width and depth.
+    norm: "instance" (InstanceNorm2d, affine, no running stats) or "group" (GroupNorm);
+        both keep every sample's output independent of the others, as DP-SGD requires.
+    disc_channels, disc_layers: PatchGAN discriminator width and number of stride-2 convs.
+    lambda_cycle, lambda_identity: CycleGAN cycle-consistency and identity weights (absolute,
+        so 5.0 is the usual "0.5 x lambda_cycle"); lambda_identity=0 skips the identity pass.
+    lambda_cls, lambda_rec: unified-model classification and reconstruction weights.
+    """
+
+    kind: str = "cyclegan"
+    modalities: tuple[str, ...] = ("T1", "T2")
+    source: str = "T1"
+    target: str = "T2"
+    image_size: int = 64
+    base_channels: int = 16
+    res_blocks: int = 4
+    downsamplings: int = 2
+    norm: str = "instance"
+    disc_channels: int = 16
+    disc_layers: int = 3
+    lambda_cycle: float = 10.0
+    lambda_identity: float = 5.0
+    lambda_cls: float = 1.0
+    lambda_rec: float = 10.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "modalities", tuple(self.modalities))
+        if self.kind not in MODEL_KINDS:
+            raise ValueError(f"ModelConfig.kind must be one of {MODEL_KINDS}, got {self.kind!r}")
+        if self.norm not in NORM_KINDS:
+            raise ValueError(f"ModelConfig.norm must be one of {NORM_KINDS}, got {self.norm!r}")
+        if len(self.modalities) < 2 or len(set(self.modalities)) != len(self.modalities):
+            raise ValueError(
+                f"ModelConfig.modalities needs >= 2 distinct names, got {self.modalities!r}"
+            )
+        for name in ("source", "target"):
+            if getattr(self, name) not in self.modalities:
+                raise ValueError(
+                    f"ModelConfig.{name}={getattr(self, name)!r} is not in "
+                    f"modalities {self.modalities!r}"
+                )
+        if self.source == self.target:
+            raise ValueError(f"ModelConfig.source and target are both {self.source!r}")
+        for name in ("image_size", "base_channels", "res_blocks", "disc_channels", "disc_layers"):
+            _check_positive(name, getattr(self, name))
+        if not isinstance(self.downsamplings, int) or self.downsamplings < 0:
+            raise ValueError(
+                f"ModelConfig.downsamplings must be an int >= 0, got {self.downsamplings!r}"
+            )
+        if self.image_size % 2**self.downsamplings:
+            raise ValueError(
+                f"ModelConfig.image_size={self.image_size} is not divisible by "
+                f"2**downsamplings={2**self.downsamplings}"
+            )
+        if self.image_size < 2 ** (self.disc_layers + 2):
+            raise ValueError(
+                f"ModelConfig.image_size={self.image_size} is too small for disc_layers="
+                f"{self.disc_layers} (needs >= {2 ** (self.disc_layers + 2)})"
+            )
+        for name in ("lambda_cycle", "lambda_identity", "lambda_cls", "lambda_rec"):
+            value = getattr(self, name)
+            if not value >= 0:
+                raise ValueError(f"ModelConfig.{name} must be >= 0, got {value!r}")
+
+    @property
+    def num_modalities(self) -> int:
+        return len(self.modalities)

@@ -1,0 +1,94 @@
+"""CycleGAN (Zhu et al. 2017) for unpaired source -> target MRI synthesis.
+
+Domain A is `config.source`, B is `config.target`. Every loss term is a function of ONE real
+image: a real A slice `a` contributes the generator terms adversarial D_B(G_AB(a)), cycle
+|G_BA(G_AB(a)) - a| and identity |G_BA(a) - a|, and the discriminator terms D_A(a) (real) and
+D_B(G_AB(a)) (fake); a real B slice the mirror image. There is no image pool (in either mode,
+so DP and non-DP runs differ only by clipping and noise): a pool would make one sample's loss
+depend on other samples, which per-sample clipping cannot bound.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor
+
+from fedsynth.models.base import Batch, Stream, SynthesisModel
+from fedsynth.models.config import ModelConfig
+from fedsynth.models.losses import l1_loss, lsgan_loss
+from fedsynth.models.networks import PatchDiscriminator, ResnetGenerator
+
+
+class CycleGAN(SynthesisModel):
+    """Two ResNet generators (G_AB: source->target, G_BA) and two PatchGAN discriminators
+    (D_A judges source-domain images, D_B target-domain); LSGAN + cycle + identity losses."""
+
+    groups = {"generators": ("G_AB", "G_BA"), "discriminators": ("D_A", "D_B")}
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        c = config
+
+        def generator() -> ResnetGenerator:
+            return ResnetGenerator(1, 1, c.base_channels, c.res_blocks, c.downsamplings, c.norm)
+
+        def discriminator() -> PatchDiscriminator:
+            return PatchDiscriminator(1, c.disc_channels, c.disc_layers, c.norm)
+
+        self.G_AB, self.G_BA = generator(), generator()
+        self.D_A, self.D_B = discriminator(), discriminator()
+
+    @property
+    def training_modalities(self) -> tuple[str, ...]:
+        return (self.config.source, self.config.target)
+
+    def make_batch(self, images: Mapping[str, Tensor], generator: torch.Generator) -> Batch:
+        """Stream "A" holds source slices, "B" target slices; empty streams are left out."""
+        streams = {"A": images.get(self.config.source), "B": images.get(self.config.target)}
+        return {name: {"image": x} for name, x in streams.items() if x is not None and len(x)}
+
+    def loss_terms(self, player: str) -> tuple[str, ...]:
+        self._check_player(player)
+        if player == "discriminators":
+            return ("loss", "real", "fake")
+        return ("loss", "adv", "cycle") + (("identity",) if self.config.lambda_identity > 0 else ())
+
+    def forward(self, stream: str, player: str, batch: Stream) -> dict[str, Tensor]:
+        self._check_player(player)
+        if stream not in ("A", "B"):
+            raise ValueError(f"CycleGAN has streams 'A' and 'B', got {stream!r}")
+        real = batch["image"]
+        g_there, g_back, d_here, d_there = (
+            (self.G_AB, self.G_BA, self.D_A, self.D_B)
+            if stream == "A"
+            else (self.G_BA, self.G_AB, self.D_B, self.D_A)
+        )
+        fake = g_there(real)
+        if player == "discriminators":
+            terms = {
+                "real": lsgan_loss(d_here(real)[0], real=True),
+                "fake": lsgan_loss(d_there(fake)[0], real=False),
+            }
+            return {"loss": 0.5 * (terms["real"] + terms["fake"]), **terms}
+        terms = {
+            "adv": lsgan_loss(d_there(fake)[0], real=True),
+            "cycle": l1_loss(g_back(fake), real),
+        }
+        loss = terms["adv"] + self.config.lambda_cycle * terms["cycle"]
+        if self.config.lambda_identity > 0:
+            terms["identity"] = l1_loss(g_back(real), real)
+            loss = loss + self.config.lambda_identity * terms["identity"]
+        return {"loss": loss, **terms}
+
+    def translate(self, images: Tensor, source: str, target: str) -> Tensor:
+        direction = (source, target)
+        if direction == (self.config.source, self.config.target):
+            return self.G_AB(images)
+        if direction == (self.config.target, self.config.source):
+            return self.G_BA(images)
+        raise ValueError(
+            f"this CycleGAN translates {self.config.source} <-> {self.config.target}, "
+            f"not {source} -> {target}"
+        )

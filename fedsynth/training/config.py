@@ -1,0 +1,63 @@
+"""Training settings: one typed object, and the learning-rate schedule of the whole run."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+LR_SCHEDULES = ("constant", "linear", "cosine")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings of one run (centralized, local-only or federated alike).
+
+    steps: total optimisation steps of the WHOLE run (all rounds); the learning-rate schedule
+        is defined over it, so it never runs past its end however the steps are split.
+        One step = one generator update then one discriminator update.
+    batch_size: slices per update without DP; the expected Poisson batch size with DP.
+    lr, betas: Adam settings of both players (GAN defaults: 2e-4, (0.5, 0.999)).
+    lr_schedule: "constant", "linear" (CycleGAN: constant, then linear decay to 0 from
+        decay_start * steps to steps) or "cosine" (cosine decay to 0 from decay_start * steps).
+    decay_start: fraction of the run after which the decay starts.
+    seed: seeds the batch sampling, random target labels and DP noise.
+    """
+
+    steps: int = 1000
+    batch_size: int = 8
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    lr_schedule: str = "linear"
+    decay_start: float = 0.5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "betas", tuple(self.betas))
+        for name in ("steps", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"TrainConfig.{name} must be an int > 0, got {value!r}")
+        if not self.lr > 0:
+            raise ValueError(f"TrainConfig.lr must be > 0, got {self.lr!r}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"TrainConfig.betas must be two numbers in [0, 1), got {self.betas!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(
+                f"TrainConfig.lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}"
+            )
+        if not 0 <= self.decay_start <= 1:
+            raise ValueError(f"TrainConfig.decay_start must be in [0, 1], got {self.decay_start!r}")
+        if not isinstance(self.seed, int):
+            raise ValueError(f"TrainConfig.seed must be an int, got {self.seed!r}")
+
+    def learning_rate(self, step: int) -> float:
+        """Learning rate of global step `step` (0-based). Bounded by construction: the step is
+        clamped to [0, steps], so the rate stays in [0, lr] and never goes negative."""
+        if self.lr_schedule == "constant":
+            return self.lr
+        start = self.decay_start * self.steps
+        progress = (min(max(step, 0), self.steps) - start) / max(self.steps - start, 1e-12)
+        progress = min(max(progress, 0.0), 1.0)
+        if self.lr_schedule == "linear":
+            return self.lr * (1.0 - progress)
+        return self.lr * 0.5 * (1.0 + math.cos(math.pi * progress))

@@ -1,0 +1,224 @@
+"""The one local training engine, shared by centralized, local-only and federated runs.
+
+`train_local` runs N steps on one site's slices; each step updates the generator group,
+then the discriminator group (each on its own batch). With DP each update is a DP-SGD
+release on its own Poisson batch (so G and D are two private players, DESIGN §4); without
+DP, batches are fixed-size uniform draws and the gradient is that of the mean loss. Both
+paths differentiate the same per-sample loss (`fedsynth.privacy.per_sample`), so baselines
+and private runs differ only by clipping, noise and sampling.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+
+from fedsynth.data.slices import SiteData, SliceSet
+from fedsynth.models.base import PLAYERS, SynthesisModel
+from fedsynth.privacy.accountant import PrivacyAccountant
+from fedsynth.privacy.budget import PrivacyBudget
+from fedsynth.privacy.config import PrivacyConfig
+from fedsynth.privacy.dp_sgd import private_gradient
+from fedsynth.privacy.per_sample import batch_gradients
+from fedsynth.privacy.sampling import UnitIndex
+from fedsynth.training.config import TrainConfig
+from fedsynth.training.state import LocalState
+
+log = logging.getLogger(__name__)
+
+SHAREABLE_METRICS = (
+    "steps",
+    "global_step",
+    "lr",
+    "epsilon",
+    "delta",
+    "sample_rate",
+    "noise_multiplier",
+    "budget_exhausted",
+)
+"""Metrics that reveal nothing about the site's images beyond the DP guarantee. The others
+(losses, gradient norms, clip fractions, realised Poisson batch sizes) are computed from
+private data without noise: fine for local logs, not for sending off-site under DP."""
+
+
+def training_sets(model: SynthesisModel, data: SiteData) -> dict[str, SliceSet]:
+    """The site's training slices this model learns from, checked against the model config."""
+    cfg = model.config
+    sets = {m: data.train[m] for m in model.training_modalities if m in data.train}
+    missing = [m for m in model.training_modalities if len(sets.get(m, ())) == 0]
+    if cfg.kind == "cyclegan" and missing:
+        raise ValueError(
+            f"site {data.site!r} has no training slices of {missing} (CycleGAN needs both)"
+        )
+    if not any(len(s) for s in sets.values()):
+        raise ValueError(f"site {data.site!r} has no training slices of any of {cfg.modalities}")
+    for modality, s in sets.items():
+        if s.images.shape[1:] != (cfg.image_size, cfg.image_size):
+            raise ValueError(
+                f"site {data.site!r}: {modality} slices are {s.images.shape[1:]}, "
+                f"the model expects {cfg.image_size}x{cfg.image_size}"
+            )
+    return sets
+
+
+def _accountant_for(state: LocalState | None, privacy: PrivacyConfig) -> PrivacyAccountant | None:
+    """A copy of the state's accountant (a new one for a new private run), checked against the
+    config: mixing private and non-private steps, mechanisms or units voids the guarantee."""
+    if state is None:
+        return PrivacyAccountant(privacy.accountant, privacy.unit) if privacy.enabled else None
+    saved = state.accountant
+    if (saved is not None) != privacy.enabled:
+        raise ValueError(
+            f"privacy enabled={privacy.enabled} but the saved state was trained "
+            f"{'with' if saved is not None else 'without'} DP; start a new state to switch"
+        )
+    if saved is None:
+        return None
+    for name, ours in (("mechanism", privacy.accountant), ("unit", privacy.unit)):
+        if getattr(saved, name) != ours:
+            raise ValueError(f"saved accountant {name} {getattr(saved, name)!r} != config {ours!r}")
+    return PrivacyAccountant.from_state_dict(saved.state_dict())
+
+
+def _images(
+    sets: Mapping[str, SliceSet], rows: Mapping[str, np.ndarray], device: torch.device
+) -> dict[str, torch.Tensor]:
+    """Selected rows of each modality as (n, 1, H, W) float32 tensors."""
+    return {
+        m: torch.from_numpy(np.asarray(sets[m].images[r], dtype=np.float32)).unsqueeze(1).to(device)
+        for m, r in rows.items()
+    }
+
+
+def _apply(
+    optimizer: torch.optim.Optimizer,
+    params: Mapping[str, torch.nn.Parameter],
+    grads: Mapping[str, torch.Tensor],
+    lr: float,
+) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    for name, p in params.items():
+        p.grad = grads[name].to(p.dtype)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def train_local(
+    model: SynthesisModel,
+    data: SiteData,
+    train_cfg: TrainConfig,
+    privacy_cfg: PrivacyConfig,
+    state: LocalState | None = None,
+    steps: int | None = None,
+) -> tuple[dict[str, float], LocalState]:
+    """Train `model` in place for `steps` steps (default: the rest of the run) on `data`.
+
+    Returns (metrics, new state); `state` itself is not modified. Deterministic given
+    train_cfg.seed and the same state; resuming from a saved state continues exactly where an
+    uninterrupted run would be. With a privacy budget, training stops before the first step
+    that would exceed it: metrics["budget_exhausted"] is 1 and new_state.stop_reason says why.
+    Metric keys are the same on every call; only SHAREABLE_METRICS may leave a private site.
+    """
+    accountant = _accountant_for(state, privacy_cfg)
+    if state is None:
+        state = LocalState.fresh(train_cfg.seed, accountant)
+    remaining = train_cfg.steps - state.step
+    steps = remaining if steps is None else steps
+    if not 0 <= steps <= remaining:
+        raise ValueError(
+            f"steps={steps} must be in [0, {remaining}]: the run has TrainConfig.steps="
+            f"{train_cfg.steps} and {state.step} are done"
+        )
+    sets = training_sets(model, data)
+    index = UnitIndex(sets, privacy_cfg.unit if privacy_cfg.enabled else "slice")
+    device = next(model.parameters()).device
+    generator = torch.Generator()
+    generator.set_state(state.rng_state)
+    params = {p: model.group_parameters(p) for p in PLAYERS}
+    optimizers = {
+        p: torch.optim.Adam(params[p].values(), lr=train_cfg.lr, betas=train_cfg.betas)
+        for p in PLAYERS
+    }
+    for player, saved in state.optimizers.items():
+        # load_state_dict keeps the saved tensors and Adam updates them in place: copy, so
+        # the caller's state stays a valid point to resume from.
+        optimizers[player].load_state_dict(copy.deepcopy(saved))
+
+    metrics: dict[str, float] = {}
+    dp_stats = ("clip_fraction", "grad_norm") if accountant is not None else ()
+    sums = {f"{p}/{t}": 0.0 for p in PLAYERS for t in model.loss_terms(p) + dp_stats}
+    counts = dict.fromkeys(PLAYERS, 0)
+    todo, stop_reason = steps, None
+    if accountant is not None:
+        sample_rate = privacy_cfg.sample_rate or min(1.0, train_cfg.batch_size / index.num_units)
+        expected_batch = sample_rate * index.num_units
+        release = (privacy_cfg.noise_multiplier, sample_rate)
+        if privacy_cfg.epsilon_budget is not None:
+            budget = PrivacyBudget(privacy_cfg.epsilon_budget, privacy_cfg.delta)
+            plan = budget.plan(accountant, dict.fromkeys(PLAYERS, release), steps)
+            todo, stop_reason = plan.steps, plan.message
+            if stop_reason:
+                log.warning("site %s: %s", data.site, stop_reason)
+        metrics.update(sample_rate=sample_rate, noise_multiplier=privacy_cfg.noise_multiplier)
+
+    step = state.step
+    start = time.perf_counter()
+    for _ in range(todo):
+        lr = train_cfg.learning_rate(step)
+        for player in PLAYERS:
+            if accountant is None:
+                rows = index.uniform(train_cfg.batch_size, generator)
+                batch = model.make_batch(_images(sets, rows, device), generator)
+                grads, terms = batch_gradients(model, player, batch)
+            else:
+                rows = index.poisson(sample_rate, generator)
+                batch = model.make_batch(_images(sets, rows, device), generator)
+                grads, terms, norms = private_gradient(
+                    model,
+                    player,
+                    batch,
+                    max_grad_norm=privacy_cfg.max_grad_norm,
+                    noise_multiplier=privacy_cfg.noise_multiplier,
+                    expected_batch_size=expected_batch,
+                    generator=generator,
+                )
+                accountant.step(player, *release)
+                sums[f"{player}/clip_fraction"] += float((norms > privacy_cfg.max_grad_norm).sum())
+                sums[f"{player}/grad_norm"] += float(norms.sum())
+            _apply(optimizers[player], params[player], grads, lr)
+            counts[player] += len(terms.get("loss", ()))
+            for name, values in terms.items():
+                sums[f"{player}/{name}"] += float(values.sum())
+        step += 1
+    elapsed = time.perf_counter() - start
+
+    for key, total in sums.items():
+        n = counts[key.split("/")[0]]
+        metrics[key] = total / n if n else math.nan
+    metrics.update({f"{p}/samples": float(counts[p]) for p in PLAYERS})
+    metrics.update(
+        steps=float(todo),
+        global_step=float(step),
+        lr=train_cfg.learning_rate(max(step - 1, 0)),
+        seconds_per_step=elapsed / todo if todo else 0.0,
+        budget_exhausted=float(stop_reason is not None),
+    )
+    if accountant is not None:
+        epsilon = accountant.epsilon(privacy_cfg.delta)
+        metrics.update(epsilon=epsilon, delta=privacy_cfg.delta)
+        log.info("site %s: %s", data.site, accountant.describe(privacy_cfg.delta, epsilon))
+    new_state = LocalState(
+        step=step,
+        rng_state=generator.get_state(),
+        optimizers={p: opt.state_dict() for p, opt in optimizers.items()},
+        accountant=accountant,
+        stop_reason=stop_reason,
+    )
+    return metrics, new_state

@@ -1,0 +1,179 @@
+"""The local training engine: DP and non-DP steps, determinism, resume, budget, schedule."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from synthetic_slices import site, slice_set, tiny_config
+
+from fedsynth.data.slices import SiteData
+from fedsynth.models import PLAYERS, build_model
+from fedsynth.privacy import PrivacyConfig
+from fedsynth.training import SHAREABLE_METRICS, LocalState, TrainConfig, train_local
+
+TRAIN = TrainConfig(steps=6, batch_size=4, lr=1e-3)
+NON_DP = PrivacyConfig(enabled=False)
+DP = PrivacyConfig(noise_multiplier=1.0, max_grad_norm=1.0, unit="subject")
+KIND_DATA = [("cyclegan", ("T1", "T2")), ("unified", ("T1", "T2", "PD"))]
+
+
+def weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize(("kind", "modalities"), KIND_DATA)
+@pytest.mark.parametrize("privacy", [NON_DP, DP], ids=["nondp", "dp"])
+def test_steps_run_and_change_every_group(
+    kind: str, modalities: tuple, privacy: PrivacyConfig
+) -> None:
+    model = build_model(tiny_config(kind))
+    before = weights(model)
+    metrics, state = train_local(model, site(modalities), TRAIN, privacy, steps=2)
+    after = model.state_dict()
+    for player in PLAYERS:
+        assert any(not torch.equal(before[k], after[k]) for k in model.group_keys(player))
+    assert state.step == 2 and metrics["steps"] == 2
+    assert all(isinstance(v, float) for v in metrics.values())
+    if privacy.enabled:
+        assert metrics["epsilon"] > 0 and metrics["delta"] == privacy.delta
+        assert set(SHAREABLE_METRICS) <= set(metrics)
+        assert state.accountant.steps("generators") == state.accountant.steps("discriminators") == 2
+    else:
+        assert state.accountant is None and metrics["generators/samples"] == 2 * TRAIN.batch_size
+
+
+@pytest.mark.parametrize("privacy", [NON_DP, DP], ids=["nondp", "dp"])
+def test_training_is_deterministic_under_a_seed(privacy: PrivacyConfig) -> None:
+    runs = []
+    for seed in (0, 0, 1):
+        model = build_model(tiny_config("unified"))
+        train_local(
+            model, site(("T1", "T2", "PD")), dataclasses.replace(TRAIN, seed=seed), privacy, steps=2
+        )
+        runs.append(weights(model))
+    assert same(runs[0], runs[1])
+    assert not same(runs[0], runs[2])
+
+
+@pytest.mark.parametrize("privacy", [NON_DP, DP], ids=["nondp", "dp"])
+def test_resume_equals_uninterrupted_run(privacy: PrivacyConfig, tmp_path) -> None:
+    data = site()
+    straight = build_model(tiny_config())
+    metrics, straight_state = train_local(straight, data, TRAIN, privacy, steps=4)
+
+    first = build_model(tiny_config())
+    _, state = train_local(first, data, TRAIN, privacy, steps=2)
+    state.save(tmp_path)
+    torch.save(first.state_dict(), tmp_path / "model.pt")
+
+    resumed = build_model(tiny_config(), seed=99)  # weights come from the checkpoint
+    resumed.load_state_dict(torch.load(tmp_path / "model.pt", weights_only=True))
+    resumed_metrics, resumed_state = train_local(
+        resumed, data, TRAIN, privacy, LocalState.load(tmp_path), steps=2
+    )
+    assert same(weights(straight), weights(resumed))
+    assert resumed_state.step == straight_state.step == 4
+    assert resumed_metrics.get("epsilon") == metrics.get("epsilon")
+
+
+def test_input_state_is_not_modified() -> None:
+    data = site()
+    model = build_model(tiny_config())
+    _, state = train_local(model, data, TRAIN, NON_DP, steps=1)
+    start = weights(model)
+    outcomes = []
+    for _ in range(2):  # the same state twice gives the same result
+        model.load_state_dict(start)
+        train_local(model, data, TRAIN, NON_DP, state, steps=1)
+        outcomes.append(weights(model))
+    assert same(*outcomes) and state.step == 1
+
+
+def test_budget_stops_training_before_exceeding_it(caplog) -> None:
+    data = site()
+    model = build_model(tiny_config())
+    _, state = train_local(model, data, TRAIN, DP, steps=1)
+    one_step = state.accountant.epsilon(DP.delta)
+    budgeted = dataclasses.replace(DP, epsilon_budget=one_step * 1.5)
+    with caplog.at_level(logging.WARNING):
+        metrics, state = train_local(model, data, TRAIN, budgeted, state, steps=4)
+    assert metrics["budget_exhausted"] == 1 and 0 < metrics["steps"] < 4
+    assert metrics["epsilon"] <= budgeted.epsilon_budget
+    assert "privacy budget reached" in state.stop_reason and state.stop_reason in caplog.text
+    before = weights(model)
+    metrics, state = train_local(model, data, TRAIN, budgeted, state, steps=1)
+    assert (
+        metrics["steps"] == 0 and metrics["budget_exhausted"] == 1 and same(before, weights(model))
+    )
+
+
+def test_empty_poisson_batches_still_step_and_count() -> None:
+    model = build_model(tiny_config())
+    before = weights(model)
+    tiny_rate = dataclasses.replace(DP, sample_rate=1e-9)
+    metrics, state = train_local(model, site(), TRAIN, tiny_rate, steps=2)
+    assert metrics["generators/samples"] == metrics["discriminators/samples"] == 0
+    assert math.isnan(metrics["generators/cycle"])  # same keys as any other call, no value
+    assert state.accountant.steps("generators") == state.accountant.steps("discriminators") == 2
+    assert not same(before, weights(model))  # noise-only updates
+
+
+def test_engine_rejects_bad_requests() -> None:
+    model = build_model(tiny_config())
+    with pytest.raises(ValueError, match="steps=7"):
+        train_local(model, site(), TRAIN, NON_DP, steps=7)
+    with pytest.raises(ValueError, match="T2"):
+        train_local(model, SiteData("s", {"T1": slice_set("T1", 4, 2)}), TRAIN, NON_DP, steps=1)
+    with pytest.raises(ValueError, match="64, 64"):
+        big = SiteData("s", {m: slice_set(m, 4, 2, size=64) for m in ("T1", "T2")})
+        train_local(model, big, TRAIN, NON_DP, steps=1)
+    _, private_state = train_local(model, site(), TRAIN, DP, steps=1)
+    with pytest.raises(ValueError, match="enabled=False"):
+        train_local(model, site(), TRAIN, NON_DP, private_state, steps=1)
+    with pytest.raises(ValueError, match="'slice'"):
+        train_local(
+            model, site(), TRAIN, dataclasses.replace(DP, unit="slice"), private_state, steps=1
+        )
+
+
+@given(step=st.integers(-10, 10_000), schedule=st.sampled_from(["constant", "linear", "cosine"]))
+def test_lr_schedule_is_bounded(step: int, schedule: str) -> None:
+    cfg = TrainConfig(steps=1000, lr=1e-3, lr_schedule=schedule, decay_start=0.3)
+    lr = cfg.learning_rate(step)
+    assert 0 <= lr <= cfg.lr
+    assert cfg.learning_rate(step + 1) <= lr
+    assert cfg.learning_rate(10**9) == cfg.learning_rate(cfg.steps)
+
+
+def test_linear_schedule_shape() -> None:
+    cfg = TrainConfig(steps=100, lr=1.0, lr_schedule="linear", decay_start=0.5)
+    assert cfg.learning_rate(0) == cfg.learning_rate(50) == 1.0
+    assert (
+        cfg.learning_rate(75) == 0.5 and cfg.learning_rate(99) > 0 and cfg.learning_rate(100) == 0
+    )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "bad"),
+    [
+        ({"steps": 0}, "0"),
+        ({"batch_size": 2.0}, "2.0"),
+        ({"lr": -1.0}, "-1.0"),
+        ({"betas": (0.5, 1.0)}, "1.0"),
+        ({"lr_schedule": "step"}, "'step'"),
+        ({"decay_start": 1.5}, "1.5"),
+    ],
+)
+def test_train_config_rejects_bad_values(overrides: dict, bad: str) -> None:
+    with pytest.raises(ValueError, match=bad):
+        TrainConfig(**overrides)

@@ -1,0 +1,156 @@
+"""Networks, losses, parameter groups and model configuration."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from synthetic_slices import SIZE, tiny_config
+from torch import nn
+
+from fedsynth.models import PLAYERS, CycleGAN, ModelConfig, UnifiedGAN, build_model
+from fedsynth.models.losses import classification_loss, l1_loss, lsgan_loss
+
+KINDS = ("cyclegan", "unified")
+
+
+def images(n: int, seed: int = 0) -> torch.Tensor:
+    return torch.rand(n, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+@pytest.mark.parametrize(
+    "config",
+    [tiny_config("cyclegan"), tiny_config("cyclegan", lambda_identity=0.0), tiny_config("unified")],
+    ids=["cyclegan", "cyclegan-no-identity", "unified"],
+)
+def test_losses_are_per_sample_and_finite(config: ModelConfig) -> None:
+    model = build_model(config)
+    batch = model.make_batch(
+        {"T1": images(3), "T2": images(2, 1)}, torch.Generator().manual_seed(0)
+    )
+    for stream, tensors in batch.items():
+        n = len(tensors["image"])
+        for player in PLAYERS:
+            terms = model(stream, player, tensors)
+            assert tuple(terms) == model.loss_terms(player)
+            assert all(v.shape == (n,) and torch.isfinite(v).all() for v in terms.values())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_translate_keeps_shape_and_range(kind: str) -> None:
+    model = build_model(tiny_config(kind))
+    with torch.no_grad():
+        out = model.translate(images(2), "T1", "T2")
+    assert out.shape == (2, 1, SIZE, SIZE)
+    assert out.abs().max() <= 1
+
+
+def test_translate_rejects_unknown_direction() -> None:
+    with pytest.raises(ValueError, match="FLAIR"):
+        build_model(tiny_config("cyclegan")).translate(images(1), "T1", "FLAIR")
+    with pytest.raises(ValueError, match="FLAIR"):
+        build_model(tiny_config("unified")).translate(images(1), "T1", "FLAIR")
+
+
+def test_unified_targets_differ_from_source_label() -> None:
+    model = build_model(tiny_config("unified"))
+    batch = model.make_batch(
+        {"T1": images(20), "PD": images(20, 1)}, torch.Generator().manual_seed(0)
+    )["all"]
+    assert (batch["target"] != batch["label"]).all()
+    assert set(batch["label"].tolist()) == {0, 2}
+
+
+@pytest.mark.parametrize(
+    ("kind", "cls", "nets"),
+    [
+        ("cyclegan", CycleGAN, {"generators": ("G_AB", "G_BA"), "discriminators": ("D_A", "D_B")}),
+        ("unified", UnifiedGAN, {"generators": ("G",), "discriminators": ("D",)}),
+    ],
+)
+def test_groups_partition_the_state_dict(kind: str, cls: type, nets: dict) -> None:
+    model = build_model(tiny_config(kind))
+    assert isinstance(model, cls)
+    keys = {p: model.group_keys(p) for p in PLAYERS}
+    assert sorted(keys["generators"] + keys["discriminators"]) == sorted(model.state_dict())
+    for player, names in nets.items():
+        assert {k.split(".")[0] for k in keys[player]} == set(names)
+    norms = model.norm_keys()
+    assert norms and all(".norm." in k for k in norms)
+    shared = model.shared_keys(["generators"], keep_norm_local=True)
+    assert set(shared) == set(keys["generators"]) - norms
+    with pytest.raises(ValueError, match="encoders"):
+        model.group_keys("encoders")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("norm", ["instance", "group"])
+def test_networks_are_dp_safe(kind: str, norm: str) -> None:
+    """DESIGN §4 traps: no batch statistics, no reflect-mode convs, no in-place activations."""
+    model = build_model(ModelConfig(kind=kind, norm=norm))
+    for module in model.modules():
+        assert not isinstance(module, nn.modules.batchnorm._BatchNorm)
+        if isinstance(module, nn.Conv2d):
+            assert module.padding_mode == "zeros"
+        if isinstance(module, (nn.ReLU, nn.LeakyReLU)):
+            assert not module.inplace
+        if isinstance(module, nn.InstanceNorm2d):
+            assert module.affine and not module.track_running_stats
+    assert not list(model.buffers())
+
+
+def test_build_model_is_seeded_and_leaves_global_rng_alone() -> None:
+    torch.manual_seed(123)
+    expected = torch.rand(1)
+    torch.manual_seed(123)
+    a, b, c = (build_model(tiny_config(), seed=s) for s in (0, 0, 1))
+    assert torch.rand(1) == expected
+    assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
+    assert not torch.equal(a.G_AB.body[0].conv.weight, c.G_AB.body[0].conv.weight)
+
+
+def test_default_model_runs_at_64_px() -> None:
+    model = build_model(ModelConfig())
+    with torch.no_grad():
+        assert model.translate(torch.zeros(1, 1, 64, 64), "T1", "T2").shape == (1, 1, 64, 64)
+
+
+def test_per_sample_losses() -> None:
+    pred = torch.stack([torch.ones(1, 4, 4), torch.zeros(1, 4, 4)])
+    assert lsgan_loss(pred, real=True).tolist() == [0.0, 1.0]
+    assert lsgan_loss(pred, real=False, reduction="mean").item() == 0.5
+    assert l1_loss(pred, torch.zeros_like(pred)).tolist() == [1.0, 0.0]
+    logits = torch.tensor([[10.0, -10.0], [10.0, -10.0]])
+    ce = classification_loss(logits, torch.tensor([0, 1]))
+    assert ce[0] < 1e-6 < 20 - 1e-3 < ce[1]
+    with pytest.raises(ValueError, match="'sum'"):
+        l1_loss(pred, pred, reduction="sum")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "bad"),
+    [
+        ({"kind": "pix2pix"}, "pix2pix"),
+        ({"norm": "batch"}, "batch"),
+        ({"modalities": ("T1",), "target": "T1"}, "('T1',)"),
+        ({"modalities": ("T1", "T1")}, "('T1', 'T1')"),
+        ({"target": "FLAIR"}, "FLAIR"),
+        ({"target": "T1"}, "T1"),
+        ({"image_size": 66}, "66"),
+        ({"image_size": 16}, "16"),
+        ({"base_channels": 0}, "0"),
+        ({"res_blocks": 2.5}, "2.5"),
+        ({"downsamplings": -1}, "-1"),
+        ({"lambda_cycle": -1.0}, "-1.0"),
+    ],
+)
+def test_model_config_rejects_bad_values(overrides: dict, bad: str) -> None:
+    with pytest.raises(ValueError, match=bad.replace("(", r"\(").replace(")", r"\)")):
+        ModelConfig(**overrides)
+
+
+def test_model_config_accepts_lists() -> None:
+    assert ModelConfig(kind="unified", modalities=["T1", "T2", "PD"]).modalities == (
+        "T1",
+        "T2",
+        "PD",
+    )
