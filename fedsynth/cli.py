@@ -51,6 +51,86 @@ def _data_config(args: argparse.Namespace):
     )
 
 
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", type=Path, default=None, help="dataset root (or manifest CSV)")
+    p.add_argument("--size", type=int, default=None, help="slice size (data and model)")
+    p.add_argument("--steps", type=int, default=None, help="training steps of the whole run")
+    p.add_argument("--no-dp", action="store_true", help="train without differential privacy")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any config key, e.g. model.base-channels=8 (see README 'Configuration')",
+    )
+
+
+def _config(args: argparse.Namespace, base=None):
+    """Defaults (or a scenario's config) + the flags + every --set KEY=VALUE."""
+    from fedsynth.config import FedsynthConfig
+
+    flat = (base or FedsynthConfig()).to_flat()
+    if args.data is not None:
+        flat["data.root"] = str(args.data)
+    if args.size is not None:
+        flat["data.preprocess.image-size"] = flat["model.image-size"] = args.size
+    if args.steps is not None:
+        flat["train.steps"] = args.steps
+    if args.no_dp:
+        flat["privacy.enabled"] = False
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
+        if key.strip() not in flat:
+            raise ValueError(f"--set {item!r}: unknown config key {key.strip()!r}")
+        flat[key.strip()] = value.strip()
+    return FedsynthConfig.from_flat(flat)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from fedsynth.data.pipeline import prepare_sites
+    from fedsynth.simulations.baselines import run_baselines
+    from fedsynth.simulations.report import comparison_table
+
+    cfg = _config(args)
+    sites, _ = prepare_sites(cfg.data)
+    modes = {"centralized": ("centralized",), "local": ("local",)}.get(
+        args.mode, ("source-as-is", "centralized", "local")
+    )
+    results = run_baselines(cfg, sites, args.out, modes)
+    console.print(comparison_table(results, title=f"{cfg.model.source} → {cfg.model.target}"))
+    console.print(f"checkpoints, grids and baselines.json in {args.out}")
+    return 0
+
+
+def phantom_root(out: Path, seed: int = 0, sites: int = 3, subjects: int = 8) -> Path:
+    """A phantom dataset at `out`, generated unless it is already there."""
+    from fedsynth.data.phantom import PhantomConfig, generate_phantom
+
+    if not (out / "dataset.json").is_file():
+        generate_phantom(PhantomConfig(sites=sites, subjects_per_site=subjects, seed=seed), out)
+    return out
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from fedsynth.simulations.scenarios import PHANTOM_SCENARIOS, scenario_config
+    from fedsynth.simulations.simulate import simulate
+
+    base = scenario_config(args.scenario)
+    if args.data is None and base.data.root is None:
+        if args.scenario not in PHANTOM_SCENARIOS:
+            raise ValueError(f"scenario {args.scenario!r} needs --data (your own dataset)")
+        args.data = phantom_root(Path(args.phantom), seed=base.data.seed)
+    cfg = _config(args, base)
+    if args.out is not None:
+        cfg = cfg.replace(**{"federation.run-dir": str(args.out)})
+    if args.resume is not None:
+        cfg = cfg.replace(**{"federation.resume-from": str(args.resume)})
+    simulate(cfg, baselines=args.baselines)
+    return 0
+
+
 def cmd_phantom(args: argparse.Namespace) -> int:
     from fedsynth.data.phantom import PhantomConfig, generate_phantom
 
@@ -89,7 +169,12 @@ def cmd_translate(args: argparse.Namespace) -> int:
     from fedsynth.evaluation.translate import translate_volume
 
     out = translate_volume(
-        args.checkpoint, args.input, args.target, args.output, source=args.source, image_size=args.size
+        args.checkpoint,
+        args.input,
+        args.target,
+        args.output,
+        source=args.source,
+        image_size=args.size,
     )
     console.print(f"[green]wrote[/] {out}")
     return 0
@@ -120,6 +205,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prepare", help="preprocess a dataset into the slice cache; summarise")
     _add_data_args(p)
     p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("train", help="centralized / local-only baselines with the same engine")
+    p.add_argument("--mode", choices=("centralized", "local", "all"), default="all")
+    p.add_argument("--out", type=Path, default=Path("runs/baselines"))
+    _add_config_args(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("simulate", help="a federation of simulated sites (Flower simulation)")
+    p.add_argument("--scenario", default="phantom-3site")
+    p.add_argument("--out", type=Path, default=None, help="run directory")
+    p.add_argument("--resume", type=Path, default=None, help="continue this run directory")
+    p.add_argument("--baselines", action="store_true", help="also centralized and local-only")
+    p.add_argument("--phantom", default="runs/phantom", help="where phantom data is made/reused")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("translate", help="translate a whole NIfTI volume with a checkpoint")
     p.add_argument("--checkpoint", type=Path, required=True)

@@ -168,7 +168,9 @@ def _parse(value: Any, kind: Any, key: str) -> Any:
     try:
         if typing.get_origin(kind) is tuple:
             items = value.split(",") if isinstance(value, str) else list(value)
-            return tuple(_parse(v.strip() if isinstance(v, str) else v, args[0], key) for v in items)
+            return tuple(
+                _parse(v.strip() if isinstance(v, str) else v, args[0], key) for v in items
+            )
         if kind is bool:
             if isinstance(value, str):
                 if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
@@ -185,7 +187,9 @@ def _parse(value: Any, kind: Any, key: str) -> Any:
             return Path(value)
         return str(value)
     except (TypeError, ValueError) as err:
-        raise ValueError(f"config {key}={value!r}: expected {getattr(kind, '__name__', kind)}") from err
+        raise ValueError(
+            f"config {key}={value!r}: expected {getattr(kind, '__name__', kind)}"
+        ) from err
 
 
 __all__ = [

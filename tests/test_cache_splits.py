@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_tiny_dataset
 
 import fedsynth.data.cache as cache_mod
 from fedsynth.data.cache import SliceCache, build_cache
@@ -46,7 +45,9 @@ def test_cache_built_once_and_reused(tiny_bids: Path, tmp_path: Path, counted) -
     assert [p.name for p in (tmp_path / "c").iterdir()] == [a.path.name]
 
 
-def test_cache_rebuilt_when_params_or_inputs_change(tiny_bids: Path, tmp_path: Path, counted) -> None:
+def test_cache_rebuilt_when_params_or_inputs_change(
+    tiny_bids: Path, tmp_path: Path, counted
+) -> None:
     ds = load_dataset(tiny_bids)
     a = build_cache(ds, CFG, tmp_path / "c", progress=False)
     b = build_cache(ds, PreprocessConfig(image_size=24), tmp_path / "c", progress=False)
@@ -129,8 +130,9 @@ def test_partitions_cover_every_subject_once(scheme: str) -> None:
 
 
 def test_iid_partition_mixes_sites(tiny_bids: Path, tmp_path: Path) -> None:
-    cfg = DataConfig(root=tiny_bids, preprocess=CFG, cache_dir=tmp_path / "c",
-                     partition="iid", num_partitions=2)
+    cfg = DataConfig(
+        root=tiny_bids, preprocess=CFG, cache_dir=tmp_path / "c", partition="iid", num_partitions=2
+    )
     sites, _ = prepare_sites(cfg, progress=False)
     assert [s.site for s in sites] == ["part0", "part1"]
     uids = {u for s in sites for m in s.train.values() for u in m.unique_subjects()}

@@ -39,8 +39,17 @@ def test_bids_participants_site_column(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("alias", "canonical"),
-    [("t1", "T1"), ("T1w", "T1"), ("MPRAGE", "T1"), ("t2w", "T2"), ("PDw", "PD"),
-     ("flair", "FLAIR"), ("T2_FLAIR", "FLAIR"), ("t1ce", "T1CE"), ("T1Gd", "T1CE")],
+    [
+        ("t1", "T1"),
+        ("T1w", "T1"),
+        ("MPRAGE", "T1"),
+        ("t2w", "T2"),
+        ("PDw", "PD"),
+        ("flair", "FLAIR"),
+        ("T2_FLAIR", "FLAIR"),
+        ("t1ce", "T1CE"),
+        ("T1Gd", "T1CE"),
+    ],
 )
 def test_modality_names_are_normalised(alias: str, canonical: str) -> None:
     assert normalise_modality(alias) == canonical

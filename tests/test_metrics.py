@@ -58,11 +58,15 @@ def test_perfect_prediction_and_sd_across_subjects() -> None:
     assert agg["mae_brain"] == 0.0
     noisy = SynthesisMetrics()
     noisy.update(t + np.array([0.0, 0.1, 0.3])[:, None, None], t, mask, ["a", "b", "c"])
-    assert noisy.aggregate()["mae_whole_sd"] == pytest.approx(np.std([0, 0.1, 0.3], ddof=1), abs=1e-5)
+    assert noisy.aggregate()["mae_whole_sd"] == pytest.approx(
+        np.std([0, 0.1, 0.3], ddof=1), abs=1e-5
+    )
 
 
 def test_empty_and_too_small() -> None:
     with pytest.raises(ValueError, match="no slices"):
         SynthesisMetrics().aggregate()
     with pytest.raises(ValueError, match="smaller than the SSIM window"):
-        SynthesisMetrics().update(np.zeros((1, 8, 8)), np.zeros((1, 8, 8)), np.ones((1, 8, 8)), ["a"])
+        SynthesisMetrics().update(
+            np.zeros((1, 8, 8)), np.zeros((1, 8, 8)), np.ones((1, 8, 8)), ["a"]
+        )

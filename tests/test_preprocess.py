@@ -74,6 +74,7 @@ def test_given_mask_is_used(tmp_path: Path) -> None:
 
 # --- bad input ------------------------------------------------------------------------------
 
+
 def _vol(rng=None):
     return head(rng or np.random.default_rng(0), 1.0)
 
@@ -82,7 +83,10 @@ def _vol(rng=None):
     ("make", "reason"),
     [
         (lambda p: p.write_bytes(b"not a nifti at all"), "cannot read as NIfTI"),
-        (lambda p: p.write_bytes(gzip.compress(save(p, _vol()).read_bytes())[:5000]), "cannot read"),
+        (
+            lambda p: p.write_bytes(gzip.compress(save(p, _vol()).read_bytes())[:5000]),
+            "cannot read",
+        ),
         (lambda p: save(p, _vol()[:, :, 0]), "is 2D"),
         (lambda p: save(p, np.stack([_vol(), _vol()], -1)), "is 4D"),
         (lambda p: save(p, np.where(_vol() > 50, np.nan, _vol())), "NaN/inf voxels"),
@@ -126,7 +130,9 @@ def test_modalities_on_different_grids(tmp_path: Path) -> None:
 finite = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False, width=32)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     vol=arrays(np.float32, st.tuples(*(st.integers(2, 12),) * 3), elements=finite),
     size=st.sampled_from([8, 16, 24]),

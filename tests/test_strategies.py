@@ -8,10 +8,11 @@ identity the ServerApp runtime sets (run id, node id, task id), so a fixture set
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import numpy as np
 import pytest
+from flower_grid import FakeGrid, set_task_identity
 from flwr.app import (
     Array,
     ArrayRecord,
@@ -22,9 +23,6 @@ from flwr.app import (
     MetricRecord,
     RecordDict,
 )
-from flwr.serverapp import Grid
-from flwr.supercore.run import Run
-from flwr.supercore.task_identity import TaskIdentity
 
 from fedsynth.strategies import (
     GeneratorFedAvg,
@@ -49,10 +47,7 @@ GLOBAL: Weights = {
 
 @pytest.fixture(autouse=True)
 def task_identity(monkeypatch: pytest.MonkeyPatch) -> None:
-    """What the ServerApp runtime sets before `Message(content, dst_node_id, type)` works."""
-    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_node_id", 1)  # the SuperLink's node id
-    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
+    set_task_identity(monkeypatch)
 
 
 def instruction(node_id: int, message_type: str = MessageType.TRAIN) -> Message:
@@ -83,41 +78,6 @@ def shifted(delta: float, base: Weights = GLOBAL) -> Weights:
 
 def as_numpy(record: ArrayRecord) -> Weights:
     return {k: a.numpy() for k, a in record.items()}
-
-
-class FakeGrid(Grid):
-    """In-process Grid: each node answers with `client(node_id, message)`; no Ray, no network."""
-
-    def __init__(self, node_ids: list[int], client: Callable[[int, Message], RecordDict]):
-        self.node_ids = node_ids
-        self.client = client
-
-    def get_node_ids(self) -> Iterable[int]:
-        return self.node_ids
-
-    def send_and_receive(
-        self, messages: Iterable[Message], *, timeout: float | None = None
-    ) -> Iterable[Message]:
-        return [
-            Message(self.client(msg.metadata.dst_node_id, msg), reply_to=msg) for msg in messages
-        ]
-
-    # The strategy only samples nodes and sends/receives; the rest of the Grid API is unused.
-    def set_run(self, run: Run) -> None:
-        raise NotImplementedError
-
-    @property
-    def run(self) -> Run:
-        raise NotImplementedError
-
-    def create_message(self, *args: object, **kwargs: object) -> Message:
-        raise NotImplementedError
-
-    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        raise NotImplementedError
-
-    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        raise NotImplementedError
 
 
 def configured(strategy: ValidatedAggregation, weights: Weights = GLOBAL) -> list[Message]:

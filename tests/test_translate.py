@@ -22,7 +22,9 @@ TINY = dict(image_size=32, base_channels=4, res_blocks=1, disc_channels=4, disc_
 @pytest.fixture
 def ckpt(tmp_path: Path) -> Path:
     model = build_model(ModelConfig(**TINY), seed=1)
-    return save_checkpoint(tmp_path / "m.safetensors", model, PreprocessConfig(image_size=32), {"round": 3})
+    return save_checkpoint(
+        tmp_path / "m.safetensors", model, PreprocessConfig(image_size=32), {"round": 3}
+    )
 
 
 @pytest.fixture
@@ -43,7 +45,9 @@ def test_checkpoint_round_trip(ckpt: Path) -> None:
         assert value.equal(fresh[key]), key
 
 
-def test_translate_keeps_shape_affine_and_background(ckpt: Path, volume: Path, tmp_path: Path) -> None:
+def test_translate_keeps_shape_affine_and_background(
+    ckpt: Path, volume: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "out" / "sub-01_T2w.nii.gz"
     translate_volume(ckpt, volume, "T2", out, progress=False)
     src, res = nib.load(volume), nib.load(out)
@@ -61,8 +65,22 @@ def test_translate_keeps_shape_affine_and_background(ckpt: Path, volume: Path, t
 
 def test_translate_from_the_cli(ckpt: Path, volume: Path, tmp_path: Path) -> None:
     out = tmp_path / "cli.nii.gz"
-    assert main(["translate", "--checkpoint", str(ckpt), "--input", str(volume),
-                 "--target", "T2w", "--output", str(out)]) == 0
+    assert (
+        main(
+            [
+                "translate",
+                "--checkpoint",
+                str(ckpt),
+                "--input",
+                str(volume),
+                "--target",
+                "T2w",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert nib.load(out).shape == SHAPE
 
 
@@ -95,8 +113,12 @@ def test_wrong_file_and_wrong_weights(ckpt: Path, volume: Path, tmp_path: Path) 
     with pytest.raises(CheckpointError, match="not a readable safetensors"):
         load_checkpoint(bogus)
     other = build_model(ModelConfig(**TINY | {"base_channels": 8}))
-    mixed = save_checkpoint(tmp_path / "mixed.safetensors", build_model(ModelConfig(**TINY)),
-                            PreprocessConfig(image_size=32), state=other.state_dict())
+    mixed = save_checkpoint(
+        tmp_path / "mixed.safetensors",
+        build_model(ModelConfig(**TINY)),
+        PreprocessConfig(image_size=32),
+        state=other.state_dict(),
+    )
     with pytest.raises(CheckpointError, match="weights do not fit"):
         load_checkpoint(mixed)
 

@@ -100,7 +100,10 @@ class SliceCache:
         keyed = []
         for m in modalities:
             rows = self.rows(m, uids)
-            keys = [(u, int(p)) for u, p in zip(self.index["uid"][rows], self.index["position"][rows], strict=True)]
+            keys = [
+                (u, int(p))
+                for u, p in zip(self.index["uid"][rows], self.index["position"][rows], strict=True)
+            ]
             keyed.append(dict(zip(keys, rows, strict=True)))
         common = sorted(set.intersection(*(set(k) for k in keyed)))
         return {
@@ -148,7 +151,9 @@ def build_cache(
     return SliceCache(final)
 
 
-def _write(tmp: Path, dataset: Dataset, cfg: PreprocessConfig, lenient: bool, progress: bool) -> None:
+def _write(
+    tmp: Path, dataset: Dataset, cfg: PreprocessConfig, lenient: bool, progress: bool
+) -> None:
     index: dict[str, list] = {k: [] for k in ("site", "subject", "uid", "modality", "position")}
     skipped: list[dict[str, str]] = []
     with (

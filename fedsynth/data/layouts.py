@@ -349,7 +349,9 @@ def write_subject(
     if layout == "bids":
         _append_participant(root, sid, site)
     if layout == "manifest":
-        _append_manifest(root, sid, site, {k: files[k] for k, v in volumes.items() if v is not None})
+        _append_manifest(
+            root, sid, site, {k: files[k] for k, v in volumes.items() if v is not None}
+        )
     return written
 
 

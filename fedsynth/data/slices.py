@@ -53,6 +53,19 @@ class SliceSet:
     def unique_subjects(self) -> list[str]:
         return sorted(set(self.subjects.tolist()))
 
+    @classmethod
+    def concat(cls, sets: list[SliceSet]) -> SliceSet:
+        """One SliceSet of several of the same modality (e.g. pooled sites)."""
+        if not sets or len({s.modality for s in sets}) != 1:
+            raise ValueError("concat needs one or more SliceSets of a single modality")
+        return cls(
+            sets[0].modality,
+            *(
+                np.concatenate([getattr(s, f) for s in sets])
+                for f in ("images", "masks", "subjects", "positions")
+            ),
+        )
+
 
 @dataclass(frozen=True)
 class SiteData:
@@ -74,3 +87,16 @@ class SiteData:
 
     def num_train_slices(self) -> int:
         return sum(len(s) for s in self.train.values())
+
+
+def pool_sites(sites: list[SiteData], name: str = "pooled") -> SiteData:
+    """All sites' data as one site: the centralized baseline (what federation approximates)."""
+
+    def pool(part: str) -> dict[str, SliceSet]:
+        mods = sorted({m for s in sites for m in getattr(s, part)})
+        return {
+            m: SliceSet.concat([getattr(s, part)[m] for s in sites if m in getattr(s, part)])
+            for m in mods
+        }
+
+    return SiteData(name, pool("train"), pool("test"))

@@ -124,6 +124,8 @@ def federation_data(
     modalities_of = cache.subjects()
     out = []
     for i, (name, uids) in enumerate(parts.items()):
-        plan = plan_site(name, {u: modalities_of[u] for u in uids}, modalities, test_fraction, seed + i)
+        plan = plan_site(
+            name, {u: modalities_of[u] for u in uids}, modalities, test_fraction, seed + i
+        )
         out.append(site_data(cache, plan, modalities))
     return out

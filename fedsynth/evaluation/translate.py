@@ -54,14 +54,18 @@ def translate_volume(
     target = normalise_modality(target)
     mods = model.config.modalities
     if target not in mods:
-        raise CheckpointError(f"{checkpoint}: cannot synthesise {target}; it knows {'/'.join(mods)}")
+        raise CheckpointError(
+            f"{checkpoint}: cannot synthesise {target}; it knows {'/'.join(mods)}"
+        )
     source = normalise_modality(source) if source else infer_modality(source_path)
     if source is None and model.config.kind == "cyclegan":
         source = next(m for m in (model.config.source, model.config.target) if m != target)
     if source is None:
         raise DatasetError(f"{source_path}: cannot tell its modality from the name; pass --source")
     if source not in mods or source == target:
-        raise CheckpointError(f"{checkpoint}: cannot translate {source} → {target} (knows {'/'.join(mods)})")
+        raise CheckpointError(
+            f"{checkpoint}: cannot translate {source} → {target} (knows {'/'.join(mods)})"
+        )
 
     volume, _ = load_volume(source_path)
     original = nib.load(str(source_path))

@@ -72,7 +72,8 @@ def read_header(path: Path) -> dict[str, str]:
     except (SafetensorError, OSError) as err:
         raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({err})") from err
     if header.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a fedsynth checkpoint (format {header.get('format')!r})")
+        found = header.get("format")
+        raise CheckpointError(f"{path}: not a fedsynth checkpoint (format {found!r})")
     return header
 
 

@@ -47,6 +47,10 @@ class ValidatedAggregation(FedAvg):
     ----------
     rejections : list[Rejection]
         Every rejected reply so far as (server_round, node_id, reason), for the server's report.
+    replies : dict[tuple[int, str], dict[int, dict]]
+        (server_round, "train" | "evaluate") -> node_id -> {"status": "accepted" | "rejected"
+        | "error", "reason": str, "metrics": {...}}: what each site answered, per round, so the
+        server can report ε and status per site.
     """
 
     def __init__(self, *, norm_factor: float = 10.0, norm_floor: float = 1e-3, **kwargs: Any):
@@ -58,6 +62,7 @@ class ValidatedAggregation(FedAvg):
         self.norm_factor = norm_factor
         self.norm_floor = norm_floor
         self.rejections: list[Rejection] = []
+        self.replies: dict[tuple[int, str], dict[int, dict[str, Any]]] = {}
         self._global_arrays: dict[str, np.ndarray] | None = None
 
     def configure_train(
@@ -84,8 +89,37 @@ class ValidatedAggregation(FedAvg):
             weighted_by_key=self.weighted_by_key,
         )
         self.rejections.extend(rejected)
+        self._record(server_round, "train", replies, rejected)
         arrays, metrics = super().aggregate_train(server_round, errors + accepted)
         return self._as_global_dtypes(arrays), metrics
+
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
+        """Flower's evaluation aggregate, after noting each site's own metrics."""
+        replies = list(replies)
+        self._record(server_round, "evaluate", replies, [])
+        return super().aggregate_evaluate(server_round, replies)
+
+    def _record(
+        self, server_round: int, phase: str, replies: list[Message], rejected: list[Rejection]
+    ) -> None:
+        reasons = {r.node_id: r.reason for r in rejected}
+        log: dict[int, dict[str, Any]] = {}
+        for msg in replies:
+            node = msg.metadata.src_node_id
+            if msg.has_error():
+                log[node] = {"status": "error", "reason": msg.error.reason, "metrics": {}}
+                continue
+            metrics = {
+                k: v
+                for record in msg.content.metric_records.values()
+                for k, v in record.items()
+                if isinstance(v, (int, float))
+            }
+            status = "rejected" if node in reasons else "accepted"
+            log[node] = {"status": status, "reason": reasons.get(node, ""), "metrics": metrics}
+        self.replies[(server_round, phase)] = log
 
     def _as_global_dtypes(self, arrays: ArrayRecord | None) -> ArrayRecord | None:
         """Cast the aggregate back to the global dtypes.

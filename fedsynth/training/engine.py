@@ -15,6 +15,7 @@ import logging
 import math
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -96,16 +97,29 @@ def _images(
     }
 
 
+@dataclass(frozen=True)
+class Proximal:
+    """FedProx (Li et al. 2020): add mu/2 * ||w - anchor||^2 over the anchored (shared)
+    parameters. Its gradient mu * (w - anchor) touches no data, so under DP it is added after
+    clipping and noise: post-processing, no privacy cost."""
+
+    mu: float
+    anchor: Mapping[str, torch.Tensor]
+
+
 def _apply(
     optimizer: torch.optim.Optimizer,
     params: Mapping[str, torch.nn.Parameter],
     grads: Mapping[str, torch.Tensor],
     lr: float,
+    proximal: Proximal | None = None,
 ) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr
     for name, p in params.items():
         p.grad = grads[name].to(p.dtype)
+        if proximal is not None and name in proximal.anchor:
+            p.grad += proximal.mu * (p.detach() - proximal.anchor[name])
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
 
@@ -117,6 +131,7 @@ def train_local(
     privacy_cfg: PrivacyConfig,
     state: LocalState | None = None,
     steps: int | None = None,
+    proximal: Proximal | None = None,
 ) -> tuple[dict[str, float], LocalState]:
     """Train `model` in place for `steps` steps (default: the rest of the run) on `data`.
 
@@ -192,7 +207,7 @@ def train_local(
                 accountant.step(player, *release)
                 sums[f"{player}/clip_fraction"] += float((norms > privacy_cfg.max_grad_norm).sum())
                 sums[f"{player}/grad_norm"] += float(norms.sum())
-            _apply(optimizers[player], params[player], grads, lr)
+            _apply(optimizers[player], params[player], grads, lr, proximal)
             counts[player] += len(terms.get("loss", ()))
             for name, values in terms.items():
                 sums[f"{player}/{name}"] += float(values.sum())

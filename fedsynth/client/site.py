@@ -1,0 +1,189 @@
+"""One hospital's side of the federation, without Flower: its data, its private state, one
+round of training and one evaluation.
+
+What never leaves the site lives in its state directory and survives restarts:
+`model.safetensors` (the full local model: discriminators when they are not shared, local
+normalisation layers, the last generators), `state.pt` (optimizers, step counter, RNG) and
+`accountant.json` (the DP history). Only `shared_keys` tensors go into a reply.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import math
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from fedsynth.config import FedsynthConfig
+from fedsynth.data.pipeline import prepare_sites
+from fedsynth.data.slices import SiteData
+from fedsynth.evaluation.evaluate import evaluate_translation
+from fedsynth.models import build_model
+from fedsynth.models.checkpoint import save_checkpoint
+from fedsynth.training import SHAREABLE_METRICS, LocalState, train_local
+from fedsynth.training.engine import Proximal
+
+log = logging.getLogger(__name__)
+MODEL_FILE = "model.safetensors"
+UNIT_CODES = {"slice": 0.0, "subject": 1.0}
+
+
+class BudgetExhausted(RuntimeError):
+    """The site has spent its (ε, δ) budget and will not train again."""
+
+
+@dataclass(frozen=True)
+class SiteIdentity:
+    """Who this site is: its name, a numeric id for metrics, and where its state lives.
+
+    The numeric id goes in replies (metrics are numbers only): the partition id in
+    simulation, else a stable CRC32 of the site name.
+    """
+
+    name: str
+    site_id: int
+    state_dir: Path
+
+    @classmethod
+    def of(cls, name: str, state_dir: Path, site_id: int | None = None) -> SiteIdentity:
+        sid = site_id if site_id is not None else zlib.crc32(name.encode()) & 0x7FFFFFFF
+        return cls(name, sid, Path(state_dir))
+
+
+@functools.lru_cache(maxsize=4)
+def _load_sites(data_cfg) -> tuple[SiteData, ...]:
+    """Sites of a data config, read once per process (the cache is memory-mapped)."""
+    return tuple(prepare_sites(data_cfg, progress=False)[0])
+
+
+def site_data(cfg: FedsynthConfig, partition: int | None, data_dir: Path | None) -> SiteData:
+    """This site's data: a partition of the shared root (simulation), or its own folder."""
+    if data_dir is not None:
+        data_cfg = dataclasses.replace(cfg.data, root=Path(data_dir), partition="by-site")
+        sites = _load_sites(data_cfg)
+        if len(sites) != 1:
+            raise ValueError(f"{data_dir}: holds {len(sites)} sites; give each SuperNode one")
+        return sites[0]
+    sites = _load_sites(cfg.data)
+    if partition is None or not 0 <= partition < len(sites):
+        raise ValueError(
+            f"partition-id {partition} is not one of the {len(sites)} sites of {cfg.data.root}"
+        )
+    return sites[partition]
+
+
+class Site:
+    """A site's model, private state and data for one message."""
+
+    def __init__(self, cfg: FedsynthConfig, identity: SiteIdentity, data: SiteData) -> None:
+        self.cfg, self.identity, self.data = cfg, identity, data
+        self.model = build_model(cfg.model, seed=cfg.train.seed)
+        path = identity.state_dir / MODEL_FILE
+        if path.is_file():
+            self.model.load_state_dict(load_file(str(path)), strict=True)
+        fed = cfg.federation
+        self.shared_keys = self.model.shared_keys(fed.shared_groups, fed.keep_norm_local)
+        self.state = (
+            LocalState.load(identity.state_dir)
+            if (identity.state_dir / "state.pt").is_file()
+            else None
+        )
+
+    def receive(self, arrays: dict[str, np.ndarray]) -> None:
+        """Load the global shared tensors; refuse anything else."""
+        if set(arrays) != set(self.shared_keys):
+            extra, missing = (
+                set(arrays) - set(self.shared_keys),
+                set(self.shared_keys) - set(arrays),
+            )
+            raise ValueError(
+                "global arrays do not match the shared keys "
+                f"(extra {sorted(extra)[:3]}, missing {sorted(missing)[:3]})"
+            )
+        state = self.model.state_dict()
+        for key, value in arrays.items():
+            state[key] = (
+                torch.from_numpy(np.asarray(value)).to(state[key].dtype).reshape(state[key].shape)
+            )
+        self.model.load_state_dict(state, strict=True)
+
+    def shared_arrays(self) -> dict[str, np.ndarray]:
+        state = self.model.state_dict()
+        return {k: state[k].detach().cpu().numpy() for k in self.shared_keys}
+
+    def train(self, steps: int) -> dict[str, float]:
+        """One round of local training from the received weights; state saved before replying."""
+        if self.state is not None and self.state.stop_reason:
+            raise BudgetExhausted(f"site {self.identity.name}: {self.state.stop_reason}")
+        remaining = self.cfg.train.steps - (self.state.step if self.state else 0)
+        if remaining <= 0:
+            raise BudgetExhausted(
+                f"site {self.identity.name}: the run's {self.cfg.train.steps} steps are done"
+            )
+        mu = self.cfg.federation.proximal_mu
+        proximal = (
+            Proximal(
+                mu,
+                {
+                    k: v.detach().clone()
+                    for k, v in self.model.state_dict().items()
+                    if k in self.shared_keys
+                },
+            )
+            if mu > 0
+            else None
+        )
+        metrics, state = train_local(
+            self.model,
+            self.data,
+            self.cfg.train,
+            self.cfg.privacy,
+            self.state,
+            min(steps, remaining),
+            proximal,
+        )
+        self.save(state)
+        out = {k: float(metrics[k]) for k in SHAREABLE_METRICS if k in metrics}
+        out |= {
+            "num-examples": float(self.data.num_train_slices()),
+            "site-id": float(self.identity.site_id),
+            "privacy-unit": UNIT_CODES[self.cfg.privacy.unit] if self.cfg.privacy.enabled else -1.0,
+        }
+        if self.cfg.privacy.enabled:  # same keys at every site, budget or not
+            budget = self.cfg.privacy.epsilon_budget
+            out["epsilon-left"] = math.inf if budget is None else max(budget - out["epsilon"], 0.0)
+        return out
+
+    def save(self, state: LocalState) -> None:
+        self.identity.state_dir.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(self.identity.state_dir / MODEL_FILE, self.model, self.cfg.data.preprocess)
+        state.save(self.identity.state_dir)
+        self.state = state
+
+    def evaluate(self) -> dict[str, float]:
+        """Global generators (+ this site's local layers) on the site's paired test slices."""
+        m = self.cfg.model
+        metrics = evaluate_translation(self.model, self.data.test, m.source, m.target)
+        summary = metrics.aggregate()
+        return {
+            "num-examples": float(len(self.data.test[m.source])),
+            "site-id": float(self.identity.site_id),
+            **{
+                k: summary[k]
+                for k in (
+                    "psnr_brain",
+                    "ssim_brain",
+                    "mae_brain",
+                    "psnr_whole",
+                    "ssim_whole",
+                    "mae_whole",
+                )
+            },
+        }

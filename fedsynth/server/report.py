@@ -1,0 +1,137 @@
+"""The final report of a run: metric curves per round, ε per site per round, the latest
+sample grid and the federated vs baselines comparison, as markdown next to its figures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from fedsynth.config import FedsynthConfig  # noqa: E402
+from fedsynth.evaluation.metrics import NORMALISATION  # noqa: E402
+from fedsynth.server.run_dir import RunDirectory  # noqa: E402
+from fedsynth.simulations.report import comparison_markdown  # noqa: E402
+
+BASELINES_FILE = "baselines.json"
+
+
+def _series(rows: list[dict[str, Any]], key: str) -> dict[str, tuple[list[int], list[float]]]:
+    """site -> (rounds, values) of a per-site metric."""
+    out: dict[str, tuple[list[int], list[float]]] = {}
+    for row in rows:
+        for site, values in row["sites"].items():
+            if key in values:
+                xs, ys = out.setdefault(site, ([], []))
+                xs.append(row["round"])
+                ys.append(values[key])
+    return out
+
+
+def _plot(
+    path: Path, title: str, ylabel: str, lines: dict[str, tuple[list[int], list[float]]]
+) -> Path | None:
+    if not lines:
+        return None
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    for label, (xs, ys) in sorted(lines.items()):
+        ax.plot(xs, ys, marker="o", label=label)
+    ax.set_xlabel("round")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def federated_result(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """The last round's metrics: the server's pooled evaluation, else the sites' mean."""
+    last = rows[-1]
+    result = dict(last["server"])
+    if not result:
+        sites = [s for s in last["sites"].values() if "evaluate/psnr_brain" in s]
+        for key in ("psnr_brain", "ssim_brain", "mae_brain"):
+            vals = [s[f"evaluate/{key}"] for s in sites]
+            if vals:
+                result[key] = sum(vals) / len(vals)
+    eps = [s["train/epsilon"] for s in last["sites"].values() if "train/epsilon" in s]
+    if eps:
+        result["epsilon"] = max(eps)
+    return result
+
+
+def write_report(run: RunDirectory, cfg: FedsynthConfig) -> Path:
+    rows = run.metrics()
+    lines = [f"# fedsynth run `{run.path.name}`", ""]
+    p, m, f = cfg.privacy, cfg.model, cfg.federation
+    lines += [
+        f"- model: {m.kind} {m.source} → {m.target}, {m.image_size} px; strategy {f.strategy}, "
+        f"shared: {f.share}{' (norm layers local)' if f.keep_norm_local else ''}",
+        "- privacy: "
+        + (
+            f"DP-SGD σ={p.noise_multiplier}, C={p.max_grad_norm}, δ={p.delta}, unit={p.unit}"
+            + (f", budget ε≤{p.epsilon_budget}" if p.epsilon_budget else "")
+            if p.enabled
+            else "off"
+        ),
+        f"- rounds: {len(rows)} × {f.local_steps} local steps; images: {NORMALISATION}",
+        "",
+    ]
+    if not rows:
+        lines.append("No round completed.")
+    else:
+        server = {
+            "server": (
+                [r["round"] for r in rows if r["server"]],
+                [r["server"]["psnr_brain"] for r in rows if r["server"]],
+            )
+        }
+        curves = {**(server if server["server"][0] else {}), **_series(rows, "evaluate/psnr_brain")}
+        figures = {
+            "PSNR in brain per round": _plot(
+                run.figures / "psnr.png", "In-brain PSNR", "dB", curves
+            ),
+            "SSIM in brain per round": _plot(
+                run.figures / "ssim.png",
+                "In-brain SSIM",
+                "SSIM",
+                _series(rows, "evaluate/ssim_brain"),
+            ),
+            "ε per site per round": _plot(
+                run.figures / "epsilon.png", f"ε (δ={p.delta})", "ε", _series(rows, "train/epsilon")
+            ),
+        }
+        for title, path in figures.items():
+            if path is not None:
+                lines += [f"## {title}", "", f"![{title}]({path.relative_to(run.path)})", ""]
+        samples = sorted(run.samples.glob("round-*.png"))
+        if samples:
+            lines += [
+                "## Samples (last round)",
+                "",
+                f"![samples]({samples[-1].relative_to(run.path)})",
+                "",
+            ]
+        results = {"federated": federated_result(rows)}
+        baselines = run.path / BASELINES_FILE
+        if baselines.is_file():
+            results |= json.loads(baselines.read_text())
+        lines += ["## Comparison", "", comparison_markdown(results)]
+        statuses = [
+            f"- round {r['round']}, {site}: {v['train_status']}"
+            for r in rows
+            for site, v in r["sites"].items()
+            if not v.get("train_status", "").startswith("accepted")
+        ]
+        if statuses:
+            lines += ["## Sites that did not contribute", "", *statuses, ""]
+    path = run.path / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path

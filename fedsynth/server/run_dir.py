@@ -1,0 +1,122 @@
+"""A federated run's directory: the resolved config, one checkpoint per round, metrics as
+JSON lines, sample grids, the final report.
+
+    config.json                      flat FedsynthConfig (what `resume` reads back)
+    checkpoints/round-0003.safetensors   full model (shared tensors from the aggregate)
+    checkpoints/round-0003.json          round, config digest, metrics (human-readable)
+    metrics.jsonl                    one line per round
+    samples/round-0003.png           real source / synthetic / real target
+    report.md, figures/              the final report
+
+Checkpoints are written atomically, each round to its own file, so a failed or interrupted
+round never touches a good checkpoint; resume picks the newest round whose files are complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fedsynth.config import FedsynthConfig
+from fedsynth.models import SynthesisModel
+from fedsynth.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+_ROUND = re.compile(r"^round-(\d{4,})\.safetensors$")
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class RunDirectory:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.checkpoints = self.path / "checkpoints"
+        self.samples = self.path / "samples"
+        self.figures = self.path / "figures"
+        self.metrics_file = self.path / "metrics.jsonl"
+
+    def create(self, cfg: FedsynthConfig) -> None:
+        for d in (self.path, self.checkpoints, self.samples, self.figures):
+            d.mkdir(parents=True, exist_ok=True)
+        _atomic_text(self.path / "config.json", json.dumps(cfg.to_flat(), indent=2))
+
+    def config(self) -> FedsynthConfig:
+        path = self.path / "config.json"
+        if not path.is_file():
+            raise CheckpointError(f"{self.path}: not a fedsynth run directory (no config.json)")
+        return FedsynthConfig.from_flat(json.loads(path.read_text()))
+
+    def checkpoint_path(self, server_round: int) -> Path:
+        return self.checkpoints / f"round-{server_round:04d}.safetensors"
+
+    def save_round(
+        self,
+        server_round: int,
+        model: SynthesisModel,
+        cfg: FedsynthConfig,
+        shared: dict[str, np.ndarray],
+        metrics: dict[str, Any],
+    ) -> Path:
+        """The full model with the aggregated shared tensors, as this round's checkpoint."""
+        state = model.state_dict()
+        for key, value in shared.items():
+            state[key] = (
+                torch.from_numpy(np.asarray(value)).to(state[key].dtype).reshape(state[key].shape)
+            )
+        meta = {
+            "round": server_round,
+            "config_digest": cfg.digest(),
+            "shared_keys": sorted(shared),
+            "metrics": metrics,
+        }
+        path = save_checkpoint(
+            self.checkpoint_path(server_round), model, cfg.data.preprocess, meta, state
+        )
+        _atomic_text(
+            path.with_suffix(".json"),
+            json.dumps({k: v for k, v in meta.items() if k != "shared_keys"}, indent=2),
+        )
+        return path
+
+    def last_round(self) -> int:
+        """The newest round with a checkpoint that loads (0 if none)."""
+        rounds = sorted(
+            (
+                int(m.group(1))
+                for p in self.checkpoints.glob("round-*.safetensors")
+                if (m := _ROUND.match(p.name))
+            ),
+            reverse=True,
+        )
+        for r in rounds:
+            try:
+                load_checkpoint(self.checkpoint_path(r))
+            except CheckpointError:
+                continue
+            return r
+        return 0
+
+    def append_metrics(self, row: dict[str, Any]) -> None:
+        with self.metrics_file.open("a") as fh:
+            fh.write(json.dumps(row, default=float) + "\n")
+
+    def metrics(self) -> list[dict[str, Any]]:
+        if not self.metrics_file.is_file():
+            return []
+        return [
+            json.loads(line) for line in self.metrics_file.read_text().splitlines() if line.strip()
+        ]
+
+    def truncate_metrics(self, last_round: int) -> None:
+        """Drop lines of rounds after `last_round` (a round that never checkpointed)."""
+        rows = [r for r in self.metrics() if r["round"] <= last_round]
+        _atomic_text(self.metrics_file, "".join(json.dumps(r) + "\n" for r in rows))

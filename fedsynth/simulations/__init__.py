@@ -1,0 +1,1 @@
+"""Scenarios, baselines and sweeps on Flower's simulation engine."""

@@ -1,0 +1,68 @@
+"""Built-in scenarios: named starting configurations that `fedsynth simulate` runs.
+
+Each is a set of flat config keys over the FedsynthConfig defaults; user overrides
+(`--set KEY=VALUE`) apply on top. Phantom scenarios make their own data when none is given.
+"""
+
+from __future__ import annotations
+
+from fedsynth.config import FedsynthConfig
+
+_SMALL_MODEL = {
+    "model.base-channels": 16,
+    "model.res-blocks": 3,
+    "model.disc-channels": 16,
+    "model.disc-layers": 3,
+}
+
+SCENARIOS: dict[str, dict[str, object]] = {
+    # CycleGAN T1 → T2 over the three phantom hospitals, DP on.
+    "phantom-3site": {
+        **_SMALL_MODEL,
+        "data.modalities": "T1,T2",
+        "model.modalities": "T1,T2",
+        "privacy.enabled": True,
+        "privacy.unit": "slice",
+        "privacy.noise-multiplier": 1.0,
+        "federation.num-rounds": 5,
+        "federation.local-steps": 40,
+    },
+    # One unified generator, any-to-any over the four phantom contrasts.
+    "phantom-unified": {
+        **_SMALL_MODEL,
+        "model.kind": "unified",
+        "data.modalities": "T1,T2,PD,FLAIR",
+        "model.modalities": "T1,T2,PD,FLAIR",
+        "privacy.enabled": True,
+        "privacy.unit": "slice",
+        "federation.num-rounds": 5,
+        "federation.local-steps": 40,
+    },
+    # IXI: Guys, HH and IOP are the natural three-site federation (bring your own IXI copy).
+    "ixi-by-hospital": {
+        **_SMALL_MODEL,
+        "data.layout": "ixi",
+        "data.modalities": "T1,T2",
+        "model.modalities": "T1,T2",
+        "federation.min-nodes": 3,
+    },
+    # BraTS T1 → FLAIR, split IID into three simulated sites (BraTS names no hospital).
+    "brats": {
+        **_SMALL_MODEL,
+        "data.layout": "brats",
+        "data.modalities": "T1,FLAIR",
+        "model.modalities": "T1,FLAIR",
+        "model.target": "FLAIR",
+        "data.partition": "iid",
+        "data.num-partitions": 3,
+    },
+}
+PHANTOM_SCENARIOS = ("phantom-3site", "phantom-unified")
+
+
+def scenario_config(name: str, overrides: dict[str, object] | None = None) -> FedsynthConfig:
+    """The scenario's config with `overrides` (flat keys) on top."""
+    if name not in SCENARIOS:
+        raise ValueError(f"unknown scenario {name!r}; choose one of {', '.join(SCENARIOS)}")
+    flat = FedsynthConfig().to_flat() | SCENARIOS[name] | (overrides or {})
+    return FedsynthConfig.from_flat(flat)

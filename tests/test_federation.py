@@ -1,0 +1,216 @@
+"""The federation end to end with the real ClientApp and ServerApp logic, in process: rounds,
+checkpoints, the payload audit, resume, poisoned updates and exhausted budgets."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import write_tiny_dataset
+from flower_grid import ClientAppGrid, set_task_identity
+from flwr.app import Array, ArrayRecord, Message, RecordDict
+from safetensors.torch import load_file
+
+from fedsynth.client.app import app as client_app
+from fedsynth.config import FedsynthConfig
+from fedsynth.data.pipeline import prepare_sites
+from fedsynth.models import build_model
+from fedsynth.models.checkpoint import load_checkpoint
+from fedsynth.server.app import run_federation
+from fedsynth.simulations.simulate import federated_config
+
+TINY = {
+    "data.preprocess.image-size": 32,
+    "model.image-size": 32,
+    "model.base-channels": 4,
+    "model.res-blocks": 1,
+    "model.disc-channels": 4,
+    "model.disc-layers": 2,
+    "privacy.unit": "slice",
+    "federation.num-rounds": 2,
+    "federation.local-steps": 2,
+}
+
+
+@pytest.fixture(autouse=True)
+def task_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_task_identity(monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    return write_tiny_dataset(
+        tmp_path_factory.mktemp("fed") / "data", sites=("hospA", "hospB", "hospC"), n=4
+    )
+
+
+def make(data_root: Path, run_dir: Path, **flat) -> tuple[FedsynthConfig, list]:
+    cfg = FedsynthConfig.from_flat(
+        FedsynthConfig().to_flat()
+        | TINY
+        | {
+            "data.root": str(data_root),
+            "data.cache-dir": str(data_root.parent / "cache"),
+            "federation.run-dir": str(run_dir),
+        }
+        | flat
+    )
+    sites, _ = prepare_sites(cfg.data, progress=False)
+    return federated_config(cfg, len(sites)), sites
+
+
+def run(cfg, sites, node_configs=None, tamper=None) -> ClientAppGrid:
+    nodes = node_configs or [
+        {"partition-id": i, "num-partitions": len(sites)} for i in range(len(sites))
+    ]
+    grid = ClientAppGrid(client_app, nodes, tamper)
+    run_federation(grid, cfg, sites, {i: s.site for i, s in enumerate(sites)})
+    return grid
+
+
+def test_rounds_write_checkpoints_metrics_and_report(data_root: Path, tmp_path: Path) -> None:
+    cfg, sites = make(data_root, tmp_path / "run")
+    run(cfg, sites)
+    out = tmp_path / "run"
+    assert json.loads((out / "config.json").read_text())["federation.num-rounds"] == 2
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in rows] == [1, 2]
+    assert set(rows[-1]["sites"]) == {"hospA", "hospB", "hospC"}
+    for site in rows[-1]["sites"].values():
+        assert site["train_status"] == "accepted"
+        assert 0 < site["train/epsilon"] < math.inf
+        assert "evaluate/psnr_brain" in site
+    assert math.isfinite(rows[-1]["server"]["psnr_brain"])
+    ckpt = load_checkpoint(out / "checkpoints" / "round-0002.safetensors")
+    assert ckpt.meta["round"] == 2 and ckpt.meta["config_digest"] == cfg.digest()
+    assert (out / "samples" / "round-0002.png").is_file()
+    report = (out / "report.md").read_text()
+    assert "| federated |" in report and "figures/epsilon.png" in report
+    assert (out / "figures" / "epsilon.png").is_file()
+    # Each site's private state is on the site, not in the server's checkpoint folder.
+    for name in ("hospA", "hospB", "hospC"):
+        assert (out / "sites" / name / "accountant.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("flat", "groups", "norm_local"),
+    [
+        ({}, ("generators",), False),
+        ({"federation.share": "all"}, ("generators", "discriminators"), False),
+        ({"federation.keep-norm-local": True}, ("generators",), True),
+    ],
+    ids=["generators", "all", "fedbn"],
+)
+def test_payload_audit(data_root: Path, tmp_path: Path, flat, groups, norm_local) -> None:
+    """Every array in a real reply is a shared model parameter of this site; metrics are scalars."""
+    cfg, sites = make(data_root, tmp_path / "run", **{"federation.num-rounds": 1, **flat})
+    grid = run(cfg, sites)
+    model = build_model(cfg.model)
+    state = model.state_dict()
+    expected = model.shared_keys(groups, keep_norm_local=norm_local)
+    assert expected and (not norm_local or not any(".norm." in k for k in expected))
+    train_replies = [(n, r) for n, r in grid.replies if r.metadata.message_type == "train"]
+    assert len(train_replies) == 3
+    for node, reply in train_replies:
+        assert set(reply.content.array_records) == {"arrays"}
+        arrays = {k: a.numpy() for k, a in reply.content["arrays"].items()}
+        assert list(arrays) == expected
+        site = sites[node - 100].site
+        local = load_file(str(tmp_path / "run" / "sites" / site / "model.safetensors"))
+        for key, value in arrays.items():
+            assert value.shape == tuple(state[key].shape)
+            # Not data-derived: no array has the shape of an image or a batch of images.
+            assert value.shape[-2:] != (32, 32)
+            np.testing.assert_array_equal(value, local[key].numpy())
+        for record in reply.content.metric_records.values():
+            assert all(isinstance(v, (int, float)) for v in record.values())
+        assert set(reply.content.config_records) == set()
+
+
+def test_resume_continues_from_the_last_checkpoint(data_root: Path, tmp_path: Path) -> None:
+    cfg, sites = make(data_root, tmp_path / "run")
+    run(cfg, sites)
+    round2 = load_checkpoint(
+        tmp_path / "run" / "checkpoints" / "round-0002.safetensors"
+    ).model.state_dict()
+    longer = cfg.replace(
+        **{
+            "federation.num-rounds": 3,
+            "federation.resume-from": str(tmp_path / "run"),
+            "train.steps": 6,
+        }
+    )
+    grid = run(longer, sites)
+    first = next(m for m in grid.instructions if m.metadata.message_type == "train")
+    for key, array in first.content["arrays"].items():
+        np.testing.assert_array_equal(array.numpy(), round2[key].numpy())
+    rows = [
+        json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert [r["round"] for r in rows] == [1, 2, 3]
+    assert (tmp_path / "run" / "checkpoints" / "round-0003.safetensors").is_file()
+    with pytest.raises(ValueError, match="not a fedsynth run directory"):
+        run(cfg.replace(**{"federation.resume-from": str(tmp_path / "empty")}), sites)
+    for ckpt in (tmp_path / "run" / "checkpoints").glob("*.safetensors"):
+        ckpt.write_bytes(b"truncated")  # no complete checkpoint left
+    with pytest.raises(ValueError, match="no complete checkpoint"):
+        run(longer, sites)
+
+
+def _poison(kind: str):
+    """A tamper hook: node 101 (hospB) sends a NaN, wrong-shape or huge-norm update."""
+
+    def tamper(node: int, instruction: Message, reply: Message) -> Message:
+        if node != 101 or reply.metadata.message_type != "train" or reply.has_error():
+            return reply
+        arrays = {k: a.numpy().copy() for k, a in reply.content["arrays"].items()}
+        key = next(iter(arrays))
+        if kind == "nan":
+            arrays[key][...] = np.nan
+        elif kind == "shape":
+            arrays[key] = arrays[key].reshape(-1)[:-1]
+        else:
+            arrays = {k: v + 1e4 for k, v in arrays.items()}
+        content = RecordDict(
+            {
+                "arrays": ArrayRecord({k: Array(v) for k, v in arrays.items()}),
+                "metrics": reply.content["metrics"],
+            }
+        )
+        return Message(content, reply_to=instruction)
+
+    return tamper
+
+
+@pytest.mark.parametrize("kind", ["nan", "shape", "norm"])
+def test_poisoned_update_is_rejected_and_the_round_completes(
+    data_root, tmp_path, kind, caplog
+) -> None:
+    cfg, sites = make(data_root, tmp_path / "run", **{"federation.num-rounds": 1})
+    run(cfg, sites, tamper=_poison(kind))
+    row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
+    assert row["sites"]["hospB"]["train_status"].startswith("rejected")
+    assert row["sites"]["hospA"]["train_status"] == "accepted"
+    assert "rejected update from node 101" in caplog.text
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "round-0001.safetensors")
+    assert all(np.isfinite(v.numpy()).all() for v in ckpt.model.state_dict().values())
+
+
+def test_budget_exhausted_site_is_skipped_and_reported(data_root: Path, tmp_path: Path) -> None:
+    cfg, sites = make(data_root, tmp_path / "run", **{"federation.num-rounds": 3})
+    nodes = [{"partition-id": i} for i in range(3)]
+    nodes[2]["epsilon-budget"] = 1.5  # hospC's own budget: enough for round 1 only
+    run(cfg, sites, nodes)
+    rows = [
+        json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    ]
+    statuses = [r["sites"]["hospC"]["train_status"] for r in rows]
+    assert statuses[0] == "accepted"
+    assert any(s.startswith("error: BudgetExhausted") for s in statuses[1:])
+    assert all(r["sites"]["hospA"]["train_status"] == "accepted" for r in rows)
+    accountant = json.loads((tmp_path / "run" / "sites" / "hospC" / "accountant.json").read_text())
+    assert accountant
+    assert "hospC" in (tmp_path / "run" / "report.md").read_text()
