@@ -43,7 +43,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         start = time.perf_counter()
-        generate_phantom(PhantomConfig(sites=sites, subjects_per_site=per_site), root / "ph", progress=False)
+        generate_phantom(
+            PhantomConfig(sites=sites, subjects_per_site=per_site), root / "ph", progress=False
+        )
         phantom_s = time.perf_counter() - start
         dataset = load_dataset(root / "ph")
         volumes = sum(len(r.images) for r in dataset.subjects)

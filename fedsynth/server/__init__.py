@@ -1,0 +1,1 @@
+"""Flower ServerApp, run directory, checkpoints and the final report."""
