@@ -237,13 +237,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet_flower(verbose: bool = False) -> None:
+    """Flower logs every record it sends through its own handler; fedsynth prints its own
+    round-by-round lines, so Flower's are shown only with --verbose."""
+    import flwr.common.logger  # noqa: F401 — configures the "flwr" logger we then adjust
+
+    flwr_log = logging.getLogger("flwr")
+    flwr_log.propagate = False
+    flwr_log.setLevel(logging.INFO if verbose else logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.INFO if args.verbose else logging.WARNING,
         format="%(message)s",
         handlers=[RichHandler(console=console, show_path=False)],
     )
+    logging.getLogger("fedsynth").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    quiet_flower(args.verbose)
     try:
         return int(args.func(args) or 0)
     except (DatasetError, CheckpointError, ValueError, FileNotFoundError) as err:

@@ -16,8 +16,9 @@ class PreprocessConfig:
 
     Intensities: per volume, the `lower_percentile`..`upper_percentile` range of the voxels
     inside the foreground mask maps linearly to [-1, 1] (clipped); voxels outside the mask
-    are set to -1. Slices: axial (RAS z), kept when at least `min_foreground` of the slice is
-    foreground, zero-padded to square and resized to `image_size` × `image_size`.
+    are set to -1. Slices: axial (RAS z), cropped in-plane to the foreground bounding box plus
+    `crop_margin` voxels, kept when at least `min_foreground` of the slice is foreground,
+    padded to square and resized to `image_size` × `image_size`.
     """
 
     image_size: int = 64
@@ -26,6 +27,8 @@ class PreprocessConfig:
     min_foreground: float = 0.05
     # Without a mask file, foreground = voxels above this fraction of the 99th percentile.
     foreground_threshold: float = 0.1
+    # In-plane crop to the subject's foreground bounding box plus this many voxels (-1: none).
+    crop_margin: int = 4
 
     def __post_init__(self) -> None:
         if not 8 <= self.image_size <= 1024:

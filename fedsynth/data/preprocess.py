@@ -5,7 +5,8 @@
 3. check all of a subject's volumes share one grid;
 4. foreground mask: the subject's mask file, or the union of thresholded volumes;
 5. percentile scaling of the foreground to [-1, 1], background -1;
-6. axial slices with enough foreground, padded to square and resized.
+6. crop in-plane to the foreground's bounding box (plus a margin);
+7. axial slices with enough foreground, padded to square and resized.
 
 Every failure raises `DatasetError` naming the file and the reason.
 """
@@ -86,6 +87,19 @@ class SlicePipeline:
     def _square(self, shape: tuple[int, ...]) -> int:
         return max(shape[0], shape[1])
 
+    def crop_box(self, mask: np.ndarray) -> tuple[slice, slice, slice]:
+        """In-plane bounding box of the foreground over all slices, widened by `crop_margin`
+        voxels: the brain fills the slice instead of a corner of the field of view."""
+        if self.cfg.crop_margin < 0 or not mask.any():
+            return (slice(None), slice(None), slice(None))
+        m = self.cfg.crop_margin
+        xs, ys = np.flatnonzero(mask.any(axis=(1, 2))), np.flatnonzero(mask.any(axis=(0, 2)))
+        return (
+            slice(max(xs[0] - m, 0), min(xs[-1] + m + 1, mask.shape[0])),
+            slice(max(ys[0] - m, 0), min(ys[-1] + m + 1, mask.shape[1])),
+            slice(None),
+        )
+
     def to_slices(self, volume: np.ndarray, fill: float, nearest: bool = False) -> np.ndarray:
         """(X, Y, Z) → (Z, size, size): pad in-plane to a centred square, resize."""
         side, size = self._square(volume.shape), self.cfg.image_size
@@ -153,10 +167,11 @@ def preprocess_subject(record: SubjectRecord, cfg: PreprocessConfig) -> SubjectS
         raise DatasetError(f"{first}: foreground mask of subject {record.subject} is empty")
 
     pipe = SlicePipeline(cfg)
-    mask_slices = pipe.to_slices(mask.astype(np.float32), fill=0.0, nearest=True) > 0.5
+    box = pipe.crop_box(mask)
+    mask_slices = pipe.to_slices(mask[box].astype(np.float32), fill=0.0, nearest=True) > 0.5
     keep = np.flatnonzero(mask_slices.mean(axis=(1, 2)) >= max(cfg.min_foreground, 1e-9))
     images = {
-        m: pipe.to_slices(pipe.scale(v, mask, record.images[m]), fill=-1.0)[keep]
+        m: pipe.to_slices(pipe.scale(v, mask, record.images[m])[box], fill=-1.0)[keep]
         for m, v in volumes.items()
     }
     masks = mask_slices[keep]

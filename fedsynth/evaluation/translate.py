@@ -71,7 +71,9 @@ def translate_volume(
     original = nib.load(str(source_path))
     mask = foreground_mask([volume], pre.foreground_threshold)
     pipe = SlicePipeline(pre)
-    slices = pipe.to_slices(pipe.scale(volume, mask, source_path), fill=-1.0)
+    box = pipe.crop_box(mask)
+    cropped = pipe.scale(volume, mask, source_path)[box]
+    slices = pipe.to_slices(cropped, fill=-1.0)
     out = np.empty_like(slices)
     with torch.no_grad(), Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task(f"{source} → {target}", total=len(slices))
@@ -79,7 +81,8 @@ def translate_volume(
             batch = torch.from_numpy(slices[start : start + batch_size])[:, None]
             out[start : start + batch_size] = model.translate(batch, source, target)[:, 0].numpy()
             bar.advance(task, len(batch))
-    synth = (np.clip(pipe.to_volume(out, volume.shape), -1, 1) + 1) / 2
+    synth = np.zeros(volume.shape, np.float32)
+    synth[box] = (np.clip(pipe.to_volume(out, cropped.shape), -1, 1) + 1) / 2
     synth[~mask] = 0.0
     _write_like(original, synth.astype(np.float32), Path(output))
     return Path(output)

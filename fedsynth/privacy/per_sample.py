@@ -13,6 +13,7 @@ from torch import Tensor
 from torch.func import functional_call, grad, vmap
 
 from fedsynth.models.base import Batch, Stream, SynthesisModel
+from fedsynth.models.networks import per_sample_mode
 
 Grads = dict[str, Tensor]
 Terms = dict[str, Tensor]
@@ -74,7 +75,8 @@ def per_sample_gradients(model: SynthesisModel, player: str, batch: Batch) -> tu
             single = {k: v.unsqueeze(0) for k, v in sample.items()}
             return _stream_loss(model, player, stream, p, frozen, single)
 
-        g, terms = vmap(grad(one_sample, has_aux=True), in_dims=(None, 0))(params, tensors)
+        with per_sample_mode():
+            g, terms = vmap(grad(one_sample, has_aux=True), in_dims=(None, 0))(params, tensors)
         grads.append(g)
         parts.append(terms)
     if not grads:

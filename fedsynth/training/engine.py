@@ -228,7 +228,7 @@ def train_local(
     if accountant is not None:
         epsilon = accountant.epsilon(privacy_cfg.delta)
         metrics.update(epsilon=epsilon, delta=privacy_cfg.delta)
-        log.info("site %s: %s", data.site, accountant.describe(privacy_cfg.delta, epsilon))
+        log.debug("site %s: %s", data.site, accountant.describe(privacy_cfg.delta, epsilon))
     new_state = LocalState(
         step=step,
         rng_state=generator.get_state(),
