@@ -117,7 +117,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from fedsynth.simulations.scenarios import PHANTOM_SCENARIOS, scenario_config
     from fedsynth.simulations.simulate import simulate
 
-    base = scenario_config(args.scenario)
+    if args.resume is not None:  # continue with the run's own settings, flags on top
+        from fedsynth.server.run_dir import RunDirectory
+
+        base = RunDirectory(args.resume).config()
+    else:
+        base = scenario_config(args.scenario)
     if args.data is None and base.data.root is None:
         if args.scenario not in PHANTOM_SCENARIOS:
             raise ValueError(f"scenario {args.scenario!r} needs --data (your own dataset)")

@@ -65,7 +65,6 @@ class FederationConfig:
     resume_from: Path | None = None
     state_dir: Path | None = None
     server_eval: bool = True
-    num_supernodes: int = 0
 
     def __post_init__(self) -> None:
         if self.share not in SHARE:
@@ -114,6 +113,17 @@ class FedsynthConfig:
     def replace(self, **flat: Any) -> FedsynthConfig:
         """A copy with some flat keys changed: `cfg.replace(**{"model.kind": "unified"})`."""
         return FedsynthConfig.from_flat(self.to_flat() | flat)
+
+    def federated(self, num_sites: int) -> FedsynthConfig:
+        """Consistent for a federated run: the learning-rate schedule spans rounds × local
+        steps, and a round waits for no more sites than exist."""
+        fed = self.federation
+        return self.replace(
+            **{
+                "train.steps": fed.num_rounds * fed.local_steps,
+                "federation.min-nodes": min(fed.min_nodes, num_sites),
+            }
+        )
 
     def digest(self) -> str:
         """Short hash of every setting: names a configuration in checkpoints and caches."""

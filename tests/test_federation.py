@@ -20,7 +20,6 @@ from fedsynth.data.pipeline import prepare_sites
 from fedsynth.models import build_model
 from fedsynth.models.checkpoint import load_checkpoint
 from fedsynth.server.app import run_federation
-from fedsynth.simulations.simulate import federated_config
 
 TINY = {
     "data.preprocess.image-size": 32,
@@ -59,7 +58,7 @@ def make(data_root: Path, run_dir: Path, **flat) -> tuple[FedsynthConfig, list]:
         | flat
     )
     sites, _ = prepare_sites(cfg.data, progress=False)
-    return federated_config(cfg, len(sites)), sites
+    return cfg.federated(len(sites)), sites
 
 
 def run(cfg, sites, node_configs=None, tamper=None) -> ClientAppGrid:

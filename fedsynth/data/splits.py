@@ -15,7 +15,7 @@ import numpy as np
 
 from fedsynth.data.cache import SliceCache
 from fedsynth.data.layouts import DatasetError
-from fedsynth.data.slices import SiteData
+from fedsynth.data.slices import SiteData, SliceSet
 
 
 def partition_subjects(
@@ -129,3 +129,18 @@ def federation_data(
         )
         out.append(site_data(cache, plan, modalities))
     return out
+
+
+def paired_training(
+    cache: SliceCache, site: SitePlan | SiteData, modalities: Sequence[str]
+) -> dict[str, SliceSet]:
+    """Row-aligned slices of every modality of a site's *training* subjects.
+
+    For the paired oracle only (an upper bound a phantom allows): the unpaired split uses one
+    modality per training subject, but a phantom has them all. The test subjects stay out.
+    """
+    if isinstance(site, SitePlan):
+        uids = sorted({u for group in site.train.values() for u in group})
+    else:
+        uids = sorted({u for s in site.train.values() for u in s.unique_subjects()})
+    return cache.paired(modalities, uids)

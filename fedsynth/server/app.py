@@ -200,9 +200,12 @@ def make_server_app(
 
     @server_app.main()
     def main(grid: Grid, context: Context) -> None:
-        run_federation(
-            grid, cfg or FedsynthConfig.from_flat(dict(context.run_config)), eval_sites, site_names
-        )
+        if cfg is None:  # `flwr run`: the run config, made consistent like a simulation's
+            from_run = FedsynthConfig.from_flat(dict(context.run_config))
+            run_cfg = from_run.federated(from_run.federation.min_nodes)
+        else:
+            run_cfg = cfg
+        run_federation(grid, run_cfg, eval_sites, site_names)
 
     return server_app
 

@@ -17,18 +17,6 @@ log = logging.getLogger(__name__)
 console = Console()
 
 
-def federated_config(cfg: FedsynthConfig, num_sites: int) -> FedsynthConfig:
-    """Make the run consistent: the schedule spans rounds × local steps, and a round waits
-    for no more sites than exist."""
-    fed = cfg.federation
-    return cfg.replace(
-        **{
-            "train.steps": fed.num_rounds * fed.local_steps,
-            "federation.min-nodes": min(fed.min_nodes, num_sites),
-        }
-    )
-
-
 def simulate(
     cfg: FedsynthConfig, baselines: bool = False, cpus_per_site: float = 1.0
 ) -> RunDirectory:
@@ -40,7 +28,7 @@ def simulate(
 
     # Build the slice cache once here, before the sites (Ray actors) open it read-only.
     sites, cache = prepare_sites(cfg.data)
-    cfg = federated_config(cfg, len(sites))
+    cfg = cfg.federated(len(sites))
     console.print(
         f"[bold]simulating[/] {len(sites)} sites ({', '.join(s.site for s in sites)}), "
         f"{cfg.federation.num_rounds} rounds × {cfg.federation.local_steps} steps, "
