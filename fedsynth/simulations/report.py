@@ -25,8 +25,9 @@ def _cell(row: Mapping[str, float], key: str, digits: int) -> str:
 
 
 def _epsilon(row: Mapping[str, float]) -> str:
+    """ε of a private method; "–" for one trained without DP (or not trained at all)."""
     eps = row.get("epsilon")
-    return "∞ (no DP)" if eps is None or math.isnan(eps) else f"{eps:.2f}"
+    return "–" if eps is None or math.isnan(eps) else f"{eps:.2f}"
 
 
 def comparison_rows(results: Mapping[str, Mapping[str, float]]) -> list[list[str]]:
@@ -38,7 +39,7 @@ def comparison_rows(results: Mapping[str, Mapping[str, float]]) -> list[list[str
     return rows
 
 
-HEADER = ["method", *(title for _, title, _ in COLUMNS), "test subjects", "ε (δ)"]
+HEADER = ["method", *(title for _, title, _ in COLUMNS), "test subjects", "ε"]
 
 
 def comparison_table(results: Mapping[str, Mapping[str, float]], title: str = "") -> Table:
