@@ -9,6 +9,7 @@ STAMP := $(VENV)/.installed
 export FLWR_HOME ?= $(CURDIR)/.flwr
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION = 1
 export MPLBACKEND = Agg
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: install demo test bench lint clean
 
