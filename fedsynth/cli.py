@@ -16,6 +16,7 @@ from pathlib import Path  # noqa: E402
 
 from rich.console import Console  # noqa: E402
 from rich.logging import RichHandler  # noqa: E402
+from rich.markup import escape  # noqa: E402
 
 from fedsynth.data.layouts import DatasetError  # noqa: E402
 from fedsynth.models.checkpoint import CheckpointError  # noqa: E402
@@ -270,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (DatasetError, CheckpointError, ValueError, FileNotFoundError) as err:
-        console.print(f"[red]error:[/] {err}")
+        console.print(f"[red]error:[/] {escape(str(err))}", soft_wrap=True)
         return 2
 
 

@@ -96,7 +96,7 @@ def train_paired_oracle(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     elapsed = time.perf_counter() - start
     optimizer.zero_grad(set_to_none=True)
     metrics = {
