@@ -28,36 +28,6 @@ def _csv(text: str) -> tuple[str, ...]:
     return tuple(t.strip() for t in text.split(",") if t.strip())
 
 
-def _add_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", type=Path, required=True, help="dataset root (or manifest CSV)")
-    p.add_argument("--layout", default="auto", help="auto | ixi | brats | bids | manifest")
-    p.add_argument("--modalities", type=_csv, default=("T1", "T2"), help="e.g. T1,T2")
-    p.add_argument("--size", type=int, default=64, help="slice size in pixels")
-    p.add_argument("--cache", type=Path, default=None, help="slice cache folder")
-    p.add_argument("--lenient", action="store_true", help="skip bad files with a warning")
-    p.add_argument("--partition", default="by-site", help="by-site | iid | dirichlet")
-    p.add_argument("--num-partitions", type=int, default=None)
-    p.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration")
-    p.add_argument("--seed", type=int, default=0)
-
-
-def _data_config(args: argparse.Namespace):
-    from fedsynth.data.config import DataConfig, PreprocessConfig
-
-    return DataConfig(
-        root=args.data,
-        layout=args.layout,
-        modalities=args.modalities,
-        preprocess=PreprocessConfig(image_size=args.size),
-        partition=args.partition,
-        num_partitions=args.num_partitions,
-        dirichlet_alpha=args.alpha,
-        seed=args.seed,
-        lenient=args.lenient,
-        cache_dir=args.cache,
-    )
-
-
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, default=None, help="dataset root (or manifest CSV)")
     p.add_argument("--size", type=int, default=None, help="slice size (data and model)")
@@ -169,7 +139,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from fedsynth.data.pipeline import prepare_sites
     from fedsynth.data.summary import site_table
 
-    sites, cache = prepare_sites(_data_config(args), progress=True)
+    sites, cache = prepare_sites(_config(args).data, progress=True)
     console.print(site_table(sites, title=f"{args.data} → cache {cache.path}"))
     skipped = cache.meta["skipped"]
     if skipped:
@@ -215,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_phantom)
 
     p = sub.add_parser("prepare", help="preprocess a dataset into the slice cache; summarise")
-    _add_data_args(p)
+    _add_config_args(p)
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("train", help="centralized / local-only baselines with the same engine")
