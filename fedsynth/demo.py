@@ -22,13 +22,8 @@ console = Console()
 DEMO = {
     "data.preprocess.image-size": 64,
     "model.image-size": 64,
-    "model.base-channels": 8,
-    "model.res-blocks": 2,
-    "model.disc-channels": 8,
-    "federation.num-rounds": 4,
-    "federation.local-steps": 25,
-    "train.lr": 5e-4,
-    "train.lr-schedule": "constant",
+    "federation.num-rounds": 5,
+    "federation.local-steps": 40,
 }
 
 

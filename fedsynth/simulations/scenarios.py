@@ -8,11 +8,18 @@ from __future__ import annotations
 
 from fedsynth.config import FedsynthConfig
 
+# A recipe that learns T1 → T2 on the 64-px phantom within a few hundred CPU steps (measured
+# in benchmarks/quality.py): one downsampling, a high constant-then-linear learning rate, a
+# lighter cycle weight and no identity loss (identity pulls an inverted contrast to the input).
 _SMALL_MODEL = {
-    "model.base-channels": 16,
-    "model.res-blocks": 3,
-    "model.disc-channels": 16,
+    "model.base-channels": 8,
+    "model.res-blocks": 2,
+    "model.downsamplings": 1,
+    "model.disc-channels": 8,
     "model.disc-layers": 3,
+    "model.lambda-cycle": 5.0,
+    "model.lambda-identity": 0.0,
+    "train.lr": 2e-3,
 }
 
 SCENARIOS: dict[str, dict[str, object]] = {
