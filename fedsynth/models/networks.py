@@ -1,7 +1,7 @@
 """Building blocks shared by both architectures: a ResNet generator and a PatchGAN discriminator.
 
 DP-safe by construction (DESIGN §4): reflection padding is its own ReflectionPad2d layer
-(never Conv2d(padding_mode="reflect"), which Opacus hooks differentiate wrongly), norms keep
+(never a Conv2d with reflect padding mode, which Opacus hooks differentiate wrongly), norms keep
 no running statistics, activations are not in-place, and there is no BatchNorm or spectral
 norm. Every normalisation layer is a child named "norm", so its parameters are recognisable
 by key (".norm.") when a federation keeps them local.
