@@ -47,6 +47,8 @@ class FederationConfig:
     state_dir: where simulated sites keep their local state ("" = run_dir/sites).
     server_eval: evaluate on the held-out paired test sets at the server (simulation, where
     the server may read the phantom) besides the clients' own evaluation.
+    secure_aggregation: aggregate with Flower's SecAgg+ (the server sees only the sum of the
+    sites' updates); plain weighted FedAvg over the shared tensors (fedsynth.deploy.secure).
     """
 
     num_rounds: int = 3
@@ -65,6 +67,7 @@ class FederationConfig:
     resume_from: Path | None = None
     state_dir: Path | None = None
     server_eval: bool = True
+    secure_aggregation: bool = False
 
     def __post_init__(self) -> None:
         if self.share not in SHARE:
@@ -74,6 +77,11 @@ class FederationConfig:
                 raise ValueError(f"federation.{name}={getattr(self, name)}: expected >= 1")
         if not 0 < self.fraction_train <= 1:
             raise ValueError(f"federation.fraction_train={self.fraction_train}: expected (0, 1]")
+        if self.secure_aggregation and self.strategy != "fedavg":
+            raise ValueError(
+                f"federation.secure-aggregation needs federation.strategy='fedavg' (SecAgg+ "
+                f"only reveals the sum of updates), not {self.strategy!r}"
+            )
         if self.round_timeout <= 0:
             raise ValueError(f"federation.round_timeout={self.round_timeout}: expected > 0")
 
