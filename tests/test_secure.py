@@ -43,8 +43,10 @@ def test_secure_aggregate_equals_weighted_fedavg(data_root: Path, tmp_path: Path
     out = tmp_path / "run"
     row = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
     assert set(row["sites"]) == {"hospA", "hospB", "hospC"}
-    assert all(s["train_status"] == "accepted" and "evaluate/psnr_brain" in s
-               for s in row["sites"].values())
+    assert all(
+        s["train_status"] == "accepted" and "evaluate/psnr_brain" in s
+        for s in row["sites"].values()
+    )
     assert json.loads((out / "status.json").read_text())["status"] == "complete"
     # The legacy path carried the masked vectors: no plain weights in any reply.
     assert any(RECORD_KEY_CONFIGS in m.content.config_records for m in grid.instructions)
@@ -57,9 +59,9 @@ def test_secure_aggregate_equals_weighted_fedavg(data_root: Path, tmp_path: Path
         updates.append(load_file(str(state_dir / "model.safetensors")))
         trained = json.loads((state_dir / "rounds.jsonl").read_text().splitlines()[0])
         weights.append(trained["metrics"]["num-examples"])
-    assert any(
-        not np.array_equal(updates[0][k].numpy(), updates[1][k].numpy()) for k in shared
-    ), "the sites' shared tensors should differ after local training"
+    assert any(not np.array_equal(updates[0][k].numpy(), updates[1][k].numpy()) for k in shared), (
+        "the sites' shared tensors should differ after local training"
+    )
     total = sum(weights)
     step = 2 * CLIPPING_RANGE / QUANTIZATION_RANGE  # one quantisation level
     worst = 0.0
