@@ -85,7 +85,11 @@ class Federation:
     def start_supernode(self, site: str) -> subprocess.Popen:
         config = node_config(self.data_root / site, site, self.root / "state")
         cmd = supernode_command(
-            self.address, self.certs.ca_cert, self.root / "keys" / f"{site}.key", free_port(), config
+            self.address,
+            self.certs.ca_cert,
+            self.root / "keys" / f"{site}.key",
+            free_port(),
+            config,
         )
         env = self.env | {"FLWR_HOME": str(self.root / f"home-{site}")}
         proc = start(cmd, self.root / "logs" / f"{site}.log", env)
