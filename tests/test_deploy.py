@@ -14,21 +14,11 @@ import pytest
 from conftest import write_tiny_dataset
 
 from fedsynth.client.rounds import arrays_digest, read_rounds
-from fedsynth.deploy.certs import make_node_key, make_server_certificates
-from fedsynth.deploy.commands import (
-    deployment_env,
-    node_config,
-    register_command,
-    run_command,
-    superlink_command,
-    supernode_command,
-    write_connection,
-)
-from fedsynth.deploy.processes import free_port, start, stop, wait_for
+from fedsynth.deploy.local import LocalFederation
+from fedsynth.deploy.processes import stop, wait_for
 from fedsynth.models.checkpoint import load_checkpoint
 from fedsynth.training.state import LocalState
 
-APP = Path(__file__).resolve().parents[1]
 SITES = ("hospA", "hospB", "hospC")
 TINY = {
     "data.preprocess.image-size": 32,
@@ -49,95 +39,26 @@ def data_root(tmp_path_factory) -> Path:
     return write_tiny_dataset(tmp_path_factory.mktemp("deploy") / "data", sites=SITES, n=4)
 
 
-class Federation:
-    """A SuperLink and SuperNodes on 127.0.0.1, all files under `root`."""
-
-    def __init__(self, root: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.root, self.data_root = root, data_root
-        monkeypatch.setenv("FLWR_HOME", str(root / "coordinator"))  # flwr CLI + config.toml
-        self.env = deployment_env() | {"FLWR_HOME": str(root / "coordinator")}
-        self.certs = make_server_certificates(root / "certs", ["127.0.0.1", "localhost"])
-        self.port = free_port()
-        self.address = f"127.0.0.1:{self.port}"
-        self.procs: dict[str, subprocess.Popen] = {}
-        self.run_dir = root / "run"
-
-    def log(self, name: str) -> str:
-        path = self.root / "logs" / f"{name}.log"
-        return path.read_text(errors="replace") if path.is_file() else ""
-
-    def start_superlink(self) -> None:
-        cmd = superlink_command(self.certs, self.port, self.root / "superlink.db", "127.0.0.1")
-        n = sum(k.startswith("superlink") for k in self.procs)
-        name = f"superlink-{n}"
-        self.procs[name] = start(cmd, self.root / "logs" / f"{name}.log", self.env)
-        wait_for(lambda: "Uvicorn running" in self.log(name), 60, "the SuperLink to listen")
-        write_connection("test", self.address, self.certs.ca_cert)
-
-    def add_site(self, site: str, register: bool = True) -> None:
-        key = make_node_key(self.root / "keys", site)
-        if register:
-            subprocess.run(
-                register_command(key.public, "test"), env=self.env, check=True, timeout=60
-            )
-        self.start_supernode(site)
-
-    def start_supernode(self, site: str) -> subprocess.Popen:
-        config = node_config(self.data_root / site, site, self.root / "state")
-        cmd = supernode_command(
-            self.address,
-            self.certs.ca_cert,
-            self.root / "keys" / f"{site}.key",
-            free_port(),
-            config,
-        )
-        env = self.env | {"FLWR_HOME": str(self.root / f"home-{site}")}
-        proc = start(cmd, self.root / "logs" / f"{site}.log", env)
-        self.procs[site] = proc
-        return proc
-
-    def wait_connected(self, site: str) -> None:
-        wait_for(lambda: "SuperNode ID" in self.log(site), 60, f"{site} to connect")
-
-    def run(self, **flat) -> subprocess.Popen:
-        cfg = TINY | {"federation.run-dir": str(self.run_dir)} | flat
-        out = self.root / "logs" / "flwr-run.log"
-        proc = start(run_command(APP, "test", cfg), out, self.env)
-        self.procs[f"flwr-run-{len(self.procs)}"] = proc
-        return proc
-
-    def stop_all(self) -> None:
-        for proc in self.procs.values():
-            stop(proc)
-
-    def site_state(self, site: str) -> Path:
-        return self.root / "state" / site
-
-    def rounds(self) -> list[int]:
-        lines = (self.run_dir / "metrics.jsonl").read_text().splitlines()
-        return [json.loads(line)["round"] for line in lines]
-
-    def checkpoint(self, r: int) -> Path:
-        return self.run_dir / "checkpoints" / f"round-{r:04d}.safetensors"
-
-
 @pytest.fixture
-def federation(tmp_path, data_root, monkeypatch):
-    fed = Federation(tmp_path, data_root, monkeypatch)
+def federation(tmp_path, data_root):
+    fed = LocalFederation(tmp_path, data_root)
     try:
         yield fed
     finally:
         fed.stop_all()
 
 
-def _finish(proc: subprocess.Popen, fed: Federation, timeout: float = 240) -> None:
+def _rows(fed: LocalFederation) -> list[dict]:
+    return [json.loads(line) for line in (fed.run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _finish(proc: subprocess.Popen, fed: LocalFederation, timeout: float = 240) -> None:
     try:
         code = proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         pytest.fail(f"flwr run still running after {timeout} s:\n{fed.log('flwr-run')[-3000:]}")
     assert code == 0, fed.log("flwr-run")[-3000:]
-    status = json.loads((fed.run_dir / "status.json").read_text())
-    assert status["status"] == "complete", status
+    assert fed.status()["status"] == "complete", fed.status()
 
 
 def test_tls_authenticated_two_site_run_and_unregistered_node_refused(federation) -> None:
@@ -153,11 +74,11 @@ def test_tls_authenticated_two_site_run_and_unregistered_node_refused(federation
     assert "Failed to activate SuperNode" in fed.log("hospC")
     for site in SITES[:2]:
         fed.wait_connected(site)
-    _finish(fed.run(), fed)
-    assert fed.rounds() == [1, 2]
+    _finish(fed.run(TINY), fed)
+    assert [r["round"] for r in _rows(fed)] == [1, 2]
     ckpt = load_checkpoint(fed.checkpoint(2))
     assert ckpt.meta["round"] == 2
-    row = json.loads((fed.run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    row = _rows(fed)[-1]
     assert len(row["sites"]) == 2
     assert all(s["train_status"] == "accepted" for s in row["sites"].values())
     assert "https://127.0.0.1" in fed.log("superlink-0")  # TLS on the one API port
@@ -173,11 +94,11 @@ def test_run_completes_when_a_site_dies_mid_run(federation) -> None:
         fed.add_site(site)
     for site in SITES:
         fed.wait_connected(site)
-    run = fed.run(**{"federation.round-timeout": 40.0, "federation.min-nodes": 2})
+    run = fed.run(TINY | {"federation.round-timeout": 40.0, "federation.min-nodes": 2})
     wait_for(lambda: fed.checkpoint(1).is_file(), 240, "round 1's checkpoint")
     stop(fed.procs["hospC"], signal.SIGKILL)
     _finish(run, fed)
-    rows = [json.loads(line) for line in (fed.run_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = _rows(fed)
     assert [r["round"] for r in rows] == [1, 2]
     assert len(rows[0]["sites"]) == 3
     trained = [s for s in rows[1]["sites"].values() if s.get("train_status") == "accepted"]
@@ -195,7 +116,7 @@ def test_server_killed_after_round_one_resumes_from_its_checkpoint(federation) -
         fed.add_site(site)
     for site in SITES[:2]:
         fed.wait_connected(site)
-    first = fed.run()
+    first = fed.run(TINY)
     wait_for(lambda: fed.checkpoint(1).is_file(), 240, "round 1's checkpoint")
     stop(fed.procs["superlink-0"], signal.SIGKILL)
     stop(first)
@@ -203,8 +124,8 @@ def test_server_killed_after_round_one_resumes_from_its_checkpoint(federation) -
     assert not fed.checkpoint(2).exists()
 
     fed.start_superlink()  # same port and database: the SuperNodes reconnect by themselves
-    _finish(fed.run(**{"federation.resume-from": str(fed.run_dir)}), fed)
-    assert fed.rounds() == [1, 2]
+    _finish(fed.run(TINY | {"federation.resume-from": str(fed.run_dir)}), fed)
+    assert [r["round"] for r in _rows(fed)] == [1, 2]
     assert fed.checkpoint(1).read_bytes() == round1
     ckpt1 = load_checkpoint(fed.checkpoint(1))
     state = ckpt1.model.state_dict()
