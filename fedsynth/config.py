@@ -41,7 +41,9 @@ class FederationConfig:
     norm_factor: reject updates whose distance to the global model exceeds this × the median.
     min_nodes: minimum sites to start a round and to train in it; fraction_train: share of
     available sites asked per round; round_timeout: seconds to wait for replies (then the
-    round proceeds with the sites that answered).
+    round proceeds with the sites that answered); fraction_evaluate: share of sites that
+    score each round's model on their held-out subjects (0: none — in a deployment each
+    evaluation is one more process start per site per round).
     run_dir: where checkpoints, metrics and the report go; resume_from: a run directory whose
     last complete checkpoint the run continues from ("" = start fresh).
     state_dir: where simulated sites keep their local state ("" = run_dir/sites).
@@ -63,6 +65,7 @@ class FederationConfig:
     min_nodes: int = 2
     fraction_train: float = 1.0
     round_timeout: float = 600.0
+    fraction_evaluate: float = 1.0
     run_dir: Path = Path("runs/latest")
     resume_from: Path | None = None
     state_dir: Path | None = None
@@ -77,6 +80,10 @@ class FederationConfig:
                 raise ValueError(f"federation.{name}={getattr(self, name)}: expected >= 1")
         if not 0 < self.fraction_train <= 1:
             raise ValueError(f"federation.fraction_train={self.fraction_train}: expected (0, 1]")
+        if not 0 <= self.fraction_evaluate <= 1:
+            raise ValueError(
+                f"federation.fraction_evaluate={self.fraction_evaluate}: expected [0, 1]"
+            )
         if self.secure_aggregation and self.strategy != "fedavg":
             raise ValueError(
                 f"federation.secure-aggregation needs federation.strategy='fedavg' (SecAgg+ "

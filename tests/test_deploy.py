@@ -94,7 +94,8 @@ def test_run_completes_when_a_site_dies_mid_run(federation) -> None:
         fed.add_site(site)
     for site in SITES:
         fed.wait_connected(site)
-    run = fed.run(TINY | {"federation.round-timeout": 40.0, "federation.min-nodes": 2})
+    quick = {"federation.fraction-evaluate": 0.0}  # one process per site per round
+    run = fed.run(TINY | quick | {"federation.round-timeout": 40.0, "federation.min-nodes": 2})
     wait_for(lambda: fed.checkpoint(1).is_file(), 240, "round 1's checkpoint")
     stop(fed.procs["hospC"], signal.SIGKILL)
     _finish(run, fed)
@@ -116,7 +117,8 @@ def test_server_killed_after_round_one_resumes_from_its_checkpoint(federation) -
         fed.add_site(site)
     for site in SITES[:2]:
         fed.wait_connected(site)
-    first = fed.run(TINY)
+    quick = TINY | {"federation.fraction-evaluate": 0.0}  # one process per site per round
+    first = fed.run(quick)
     wait_for(lambda: fed.checkpoint(1).is_file(), 240, "round 1's checkpoint")
     stop(fed.procs["superlink-0"], signal.SIGKILL)
     stop(first)
@@ -124,7 +126,7 @@ def test_server_killed_after_round_one_resumes_from_its_checkpoint(federation) -
     assert not fed.checkpoint(2).exists()
 
     fed.start_superlink()  # same port and database: the SuperNodes reconnect by themselves
-    _finish(fed.run(TINY | {"federation.resume-from": str(fed.run_dir)}), fed)
+    _finish(fed.run(quick | {"federation.resume-from": str(fed.run_dir)}), fed)
     assert [r["round"] for r in _rows(fed)] == [1, 2]
     assert fed.checkpoint(1).read_bytes() == round1
     ckpt1 = load_checkpoint(fed.checkpoint(1))

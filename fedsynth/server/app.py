@@ -37,6 +37,7 @@ def strategy_for(cfg: FedsynthConfig) -> ValidatedAggregation:
     fed = cfg.federation
     knobs: dict[str, Any] = dict(
         fraction_train=fed.fraction_train,
+        fraction_evaluate=fed.fraction_evaluate,
         min_train_nodes=fed.min_nodes,
         min_evaluate_nodes=fed.min_nodes,
         min_available_nodes=fed.min_nodes,

@@ -131,6 +131,7 @@ def run_secure_rounds(
         recorder,
         names,
         fraction_fit=fed.fraction_train,
+        fraction_evaluate=fed.fraction_evaluate,
         min_fit_clients=fed.min_nodes,
         min_evaluate_clients=fed.min_nodes,
         min_available_clients=fed.min_nodes,
