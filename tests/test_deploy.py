@@ -14,6 +14,8 @@ import pytest
 from conftest import write_tiny_dataset
 
 from fedsynth.client.rounds import arrays_digest, read_rounds
+from fedsynth.deploy.certs import make_node_key, make_server_certificates
+from fedsynth.deploy.commands import node_config, run_command
 from fedsynth.deploy.local import LocalFederation
 from fedsynth.deploy.processes import stop, wait_for
 from fedsynth.models.checkpoint import load_checkpoint
@@ -50,6 +52,60 @@ def federation(tmp_path, data_root):
 
 def _rows(fed: LocalFederation) -> list[dict]:
     return [json.loads(line) for line in (fed.run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_key_material_is_what_flower_reads(tmp_path: Path) -> None:
+    """The CA signs a server certificate for the given hosts; node keys are OpenSSH EC keys
+    (what `flower-supernode --auth-supernode-private-key` loads); private files are 0600;
+    nothing is overwritten."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import load_ssh_private_key
+
+    certs = make_server_certificates(tmp_path / "certs", ["127.0.0.1", "link.example.org"])
+    ca = x509.load_pem_x509_certificate(certs.ca_cert.read_bytes())
+    server = x509.load_pem_x509_certificate(certs.server_cert.read_bytes())
+    server.verify_directly_issued_by(ca)
+    names = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "link.example.org" in names.get_values_for_type(x509.DNSName)
+    assert [str(ip) for ip in names.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    key = make_node_key(tmp_path / "keys", "hospA")
+    assert isinstance(
+        load_ssh_private_key(key.private.read_bytes(), None), ec.EllipticCurvePrivateKey
+    )
+    assert key.public.read_text().startswith("ecdsa-sha2-nistp384 ")
+    for private in (certs.ca_key, certs.server_key, key.private):
+        assert private.stat().st_mode & 0o777 == 0o600
+    with pytest.raises(FileExistsError, match="already"):
+        make_server_certificates(tmp_path / "certs", ["127.0.0.1"])
+    with pytest.raises(FileExistsError, match="already"):
+        make_node_key(tmp_path / "keys", "hospA")
+
+
+def test_commands_and_node_config(tmp_path: Path, capsys) -> None:
+    """Node config parses with Flower's own parser into absolute paths; the CLI steps print
+    the exact Flower commands (dry run) and check their files first."""
+    from flwr.common.config import parse_config_args
+
+    from fedsynth.cli import main
+
+    text = node_config(Path("data dir/hospA"), "hospA", Path("state"), epsilon_budget=3)
+    parsed = parse_config_args([text])
+    assert parsed["site"] == "hospA" and parsed["epsilon-budget"] == 3.0
+    assert Path(parsed["data-dir"]).is_absolute() and parsed["data-dir"].endswith("data dir/hospA")
+    cmd = run_command(
+        Path("."), "fed", {"federation.num-rounds": 2, "data.root": "/d", "x.y": True}
+    )
+    assert cmd[-2:] == ["--run-config", 'federation.num-rounds=2 data.root="/d" x.y=true']
+    assert main(["deploy", "certs", "--out", str(tmp_path / "c"), "--host", "127.0.0.1"]) == 0
+    assert main(["deploy", "superlink", "--certs", str(tmp_path / "c"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "--enable-supernode-auth" in out and "--ssl-certfile" in out
+    (tmp_path / "data").mkdir()
+    args = ["deploy", "supernode", "--superlink", "h:1", "--key", str(tmp_path / "none.key")]
+    args += ["--data", str(tmp_path / "data"), "--site", "a", "--state", str(tmp_path / "s")]
+    assert main([*args, "--dry-run"]) == 2  # the key does not exist: a clear error
+    assert "none.key: missing" in capsys.readouterr().out
 
 
 def _finish(proc: subprocess.Popen, fed: LocalFederation, timeout: float = 240) -> None:
