@@ -117,30 +117,6 @@ def _finish(proc: subprocess.Popen, fed: LocalFederation, timeout: float = 240) 
     assert fed.status()["status"] == "complete", fed.status()
 
 
-def test_tls_authenticated_two_site_run_and_unregistered_node_refused(federation) -> None:
-    """(a) TLS + authentication, 2 sites, 2 rounds, checkpoints; (b) a key that is not on the
-    allow-list is refused by the SuperLink."""
-    fed = federation
-    fed.start_superlink()
-    for site in SITES[:2]:
-        fed.add_site(site)
-    fed.add_site("hospC", register=False)  # its key was never registered
-    rogue = fed.procs["hospC"]
-    assert rogue.wait(timeout=60) != 0
-    assert "Failed to activate SuperNode" in fed.log("hospC")
-    for site in SITES[:2]:
-        fed.wait_connected(site)
-    _finish(fed.run(TINY), fed)
-    assert [r["round"] for r in _rows(fed)] == [1, 2]
-    ckpt = load_checkpoint(fed.checkpoint(2))
-    assert ckpt.meta["round"] == 2
-    row = _rows(fed)[-1]
-    assert len(row["sites"]) == 2
-    assert all(s["train_status"] == "accepted" for s in row["sites"].values())
-    assert "https://127.0.0.1" in fed.log("superlink-0")  # TLS on the one API port
-    assert not fed.site_state("hospC").exists()
-
-
 def test_run_completes_when_a_site_dies_mid_run(federation) -> None:
     """(c) hospC's SuperNode is killed after round 1: round 2 goes on with hospA and hospB
     once the round timeout passes."""
@@ -151,7 +127,9 @@ def test_run_completes_when_a_site_dies_mid_run(federation) -> None:
     for site in SITES:
         fed.wait_connected(site)
     quick = {"federation.fraction-evaluate": 0.0}  # one process per site per round
-    run = fed.run(TINY | quick | {"federation.round-timeout": 40.0, "federation.min-nodes": 2})
+    # The timeout must cover a round of three sites on this busy 2-core machine; round 2 then
+    # waits for it once, for the dead site, before going on.
+    run = fed.run(TINY | quick | {"federation.round-timeout": 75.0, "federation.min-nodes": 2})
     wait_for(lambda: fed.checkpoint(1).is_file(), 240, "round 1's checkpoint")
     stop(fed.procs["hospC"], signal.SIGKILL)
     _finish(run, fed)
@@ -163,18 +141,22 @@ def test_run_completes_when_a_site_dies_mid_run(federation) -> None:
     assert len(read_rounds(fed.site_state("hospC"))) == 1  # its state stays, for its return
 
 
-def test_server_killed_after_round_one_resumes_from_its_checkpoint(federation) -> None:
-    """(d) The SuperLink (and its ServerApp) die after round 1; a new SuperLink on the same
-    database and `resume-from` continue round 2 from round 1's checkpoint, exactly: no site
-    trains a round twice or counts its privacy twice."""
+def test_tls_authenticated_run_survives_a_server_crash(federation) -> None:
+    """(a) TLS + SuperNode authentication, 2 sites, 2 rounds (train + evaluate), checkpoints;
+    (b) a SuperNode whose key is not on the allow-list is refused; (d) the SuperLink and its
+    ServerApp are killed after round 1, a new SuperLink on the same database and port and a
+    run with `resume-from` continue round 2 from round 1's checkpoint exactly — no site trains
+    a round twice or counts its privacy twice."""
     fed = federation
     fed.start_superlink()
     for site in SITES[:2]:
         fed.add_site(site)
+    fed.add_site("hospC", register=False)  # its key was never registered
+    assert fed.procs["hospC"].wait(timeout=60) != 0
+    assert "Failed to activate SuperNode" in fed.log("hospC")
     for site in SITES[:2]:
         fed.wait_connected(site)
-    quick = TINY | {"federation.fraction-evaluate": 0.0}  # one process per site per round
-    first = fed.run(quick)
+    first = fed.run(TINY)
     wait_for(lambda: fed.checkpoint(1).is_file(), 240, "round 1's checkpoint")
     stop(fed.procs["superlink-0"], signal.SIGKILL)
     stop(first)
@@ -182,17 +164,24 @@ def test_server_killed_after_round_one_resumes_from_its_checkpoint(federation) -
     assert not fed.checkpoint(2).exists()
 
     fed.start_superlink()  # same port and database: the SuperNodes reconnect by themselves
-    _finish(fed.run(quick | {"federation.resume-from": str(fed.run_dir)}), fed)
-    assert [r["round"] for r in _rows(fed)] == [1, 2]
+    _finish(fed.run(TINY | {"federation.resume-from": str(fed.run_dir)}), fed)
+    rows = _rows(fed)
+    assert [r["round"] for r in rows] == [1, 2]
     assert fed.checkpoint(1).read_bytes() == round1
+    assert load_checkpoint(fed.checkpoint(2)).meta["round"] == 2
+    for row in rows:
+        assert len(row["sites"]) == 2  # hospC never took part
+        for site in row["sites"].values():
+            assert site["train_status"] == "accepted" and "evaluate/psnr_brain" in site
+    assert "https://127.0.0.1" in fed.log("superlink-1")  # TLS on the one API port
     ckpt1 = load_checkpoint(fed.checkpoint(1))
     state = ckpt1.model.state_dict()
     expected = arrays_digest({k: state[k].numpy() for k in ckpt1.meta["shared_keys"]})
+    steps = TINY["federation.local-steps"]
     for site in SITES[:2]:
         log = read_rounds(fed.site_state(site))
         assert len(log) == 2, log  # round 2 trained once, whether before or after the crash
         assert log[1]["input"] == expected  # round 2 started from round 1's checkpoint
-        local = LocalState.load(fed.site_state(site))
-        assert local.step == 2 * TINY["federation.local-steps"]
-        history = json.loads((fed.site_state(site) / "accountant.json").read_text())
-        assert history  # kept; its steps equal the trained steps (LocalState.step)
+        assert [r["step"] for r in log] == [steps, 2 * steps]
+        assert LocalState.load(fed.site_state(site)).step == 2 * steps
+    assert not fed.site_state("hospC").exists()

@@ -181,17 +181,17 @@ def run_federation(
     recorder = RoundRecorder(run, model, cfg, eval_sites, done)
     names = site_names or {}
     remaining = fed.num_rounds - done
-    if remaining > 0 and fed.secure_aggregation:
-        from fedsynth.server.secure import run_secure_rounds
+    try:
+        if remaining > 0 and fed.secure_aggregation:
+            from fedsynth.server.secure import run_secure_rounds
 
-        try:
             run_secure_rounds(grid, cfg, flat, initial, remaining, recorder, names)
-        except Exception as err:
-            run.set_status("failed", f"{type(err).__name__}: {err}")
-            raise
-    elif remaining > 0:
-        _run_rounds(grid, cfg, flat, initial, remaining, recorder, names)
-    report = write_report(run, cfg)
+        elif remaining > 0:
+            _run_rounds(grid, cfg, flat, initial, remaining, recorder, names)
+        report = write_report(run, cfg)
+    except Exception as err:  # `flwr run` exits 0 even when the ServerApp raised
+        run.set_status("failed", f"{type(err).__name__}: {err}")
+        raise
     run.set_status("complete")
     console.print(f"[green]run complete[/]: {run.path} (report: {report})")
     return run
