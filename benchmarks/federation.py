@@ -610,13 +610,16 @@ def fresh_process_seconds() -> dict[str, float]:
     }
 
 
-def deployment_figures(work: Path, flat: dict, sites: int, prefix: str) -> dict[str, float]:
+def deployment_figures(
+    work: Path, flat: dict, sites: int, prefix: str, compare: bool = True
+) -> dict[str, float]:
     """The same rounds twice, on the same per-site data: a real deployment on loopback
     (`fedsynth.deploy.local`: SuperLink with TLS + authenticated SuperNodes, `flwr run`), and
     a Ray simulation with one CPU per site (the product default). Split of a warm deployment
     round: the clientapp processes (train, then evaluate; critical path = the slowest site),
     the rest = the ServerApp's work + Flower's message latency (SuperNodes and the ServerApp's
-    grid both poll every 3 s). Bytes: what the SuperLink's Fleet API counted for the run."""
+    grid both poll every 3 s). Bytes: what the SuperLink's Fleet API counted for the run.
+    `compare=False` (--quick) skips the simulation."""
     import sqlite3
 
     from fedsynth.deploy.local import LocalFederation
@@ -635,8 +638,7 @@ def deployment_figures(work: Path, flat: dict, sites: int, prefix: str) -> dict[
             "federation.server-eval": False,
         }
     )
-    sim = simulate_instrumented(cfg, 1.0, work)
-    sim_warm = [r["wall"] for r in sim["rounds"] if r["round"] >= 2]
+    sim = simulate_instrumented(cfg, 1.0, work) if compare else None
 
     fed = LocalFederation(work / f"{prefix}-deploy", data)
     watch = ProcessWatch()
@@ -661,22 +663,31 @@ def deployment_figures(work: Path, flat: dict, sites: int, prefix: str) -> dict[
     groups = [procs[i : i + sites] for i in range(0, len(procs), sites)]  # train, eval, …
     critical = [max(e - s for s, e in g) for g in groups]
     train_crit = statistics.mean(critical[2::2] or critical[0::2])
-    eval_crit = statistics.mean(critical[3::2] or critical[1::2])
+    eval_crit = statistics.mean(critical[3::2] or critical[1::2] or [0.0])
     with sqlite3.connect(fed.database) as db:
         sent, recv = db.execute("SELECT SUM(bytes_sent), SUM(bytes_recv) FROM run").fetchone()
     deploy_round = statistics.mean(warm)
-    sim_round = statistics.mean(sim_warm or [r["wall"] for r in sim["rounds"]])
-    return {
+    figures = {
         f"{prefix}_sites": sites,
         f"{prefix}_local_steps": int(flat["federation.local-steps"]),
         f"{prefix}_deploy_round_seconds": deploy_round,
         f"{prefix}_deploy_round1_seconds": walls[0],
-        f"{prefix}_sim_round_seconds": sim_round,
-        f"{prefix}_deploy_over_sim_round": deploy_round / sim_round,
-        f"{prefix}_sim_client_train_seconds_per_site": statistics.mean(
-            r["client_train"] for r in sim["rounds"]
-        )
-        / sites,
+    }
+    if sim is not None:
+        sim_warm = [r for r in sim["rounds"] if r["round"] >= 2] or sim["rounds"]
+        sim_round = statistics.mean(r["wall"] for r in sim_warm)
+        figures |= {
+            f"{prefix}_sim_round_seconds": sim_round,
+            f"{prefix}_deploy_over_sim_round": deploy_round / sim_round,
+            f"{prefix}_sim_client_train_seconds_per_site": statistics.mean(
+                r["client_train"] for r in sim_warm
+            )
+            / sites,
+        }
+    evaluated = flat.get("federation.fraction-evaluate", 1.0) > 0
+    if not evaluated:  # every process is a training one
+        train_crit, eval_crit = statistics.mean(critical[1:] or critical), 0.0
+    return figures | {
         f"{prefix}_deploy_train_process_seconds": train_crit,
         f"{prefix}_deploy_evaluate_process_seconds": eval_crit,
         f"{prefix}_deploy_server_and_messaging_seconds": deploy_round - train_crit - eval_crit,
@@ -781,13 +792,14 @@ def import_seconds() -> dict[str, float]:
 def deployment_rows(quick: bool) -> list[tuple[str, dict]]:
     """Tiny model (the pessimistic case) and, in a full run, the demo model (phantom-3site:
     64 px, its sizes, DP on, its 40 local steps per round)."""
-    tiny = TINY | {"federation.num-rounds": 2, "federation.local-steps": 1 if quick else 10}
-    if quick:
-        return [("deploy_tiny", tiny)]
+    tiny = TINY | {"federation.num-rounds": 3, "federation.local-steps": 10}
+    if quick:  # checks that it runs: one round, no client evaluation, no simulation twin
+        quick_flat = {"federation.num-rounds": 1, "federation.local-steps": 1}
+        return [("deploy_tiny", TINY | quick_flat | {"federation.fraction-evaluate": 0.0})]
     default, demo = FedsynthConfig().to_flat(), scenario_config("phantom-3site").to_flat()
     demo = {k: v for k, v in demo.items() if v != default[k] and not k.startswith("federation")}
     demo |= {"federation.num-rounds": 3, "federation.local-steps": 40}
-    return [("deploy_tiny", tiny | {"federation.num-rounds": 3}), ("deploy_demo", demo)]
+    return [("deploy_tiny", tiny), ("deploy_demo", demo)]
 
 
 def main() -> None:
@@ -822,7 +834,8 @@ def main() -> None:
         figures |= fresh_process_seconds()
         for prefix, flat in deployment_rows(args.quick):
             print(f"[deployment] {prefix}: deployment vs simulation, same rounds")
-            figures |= deployment_figures(work, flat, 2 if args.quick else 3, prefix)
+            sites = 2 if args.quick else 3
+            figures |= deployment_figures(work, flat, sites, prefix, compare=not args.quick)
         figures["scale_local_steps"] = scale[0][2] if scale else overhead_run[2]
     write_result("federation", figures, args.out)
 
