@@ -798,7 +798,7 @@ def deployment_rows(quick: bool) -> list[tuple[str, dict]]:
         return [("deploy_tiny", TINY | quick_flat | {"federation.fraction-evaluate": 0.0})]
     default, demo = FedsynthConfig().to_flat(), scenario_config("phantom-3site").to_flat()
     demo = {k: v for k, v in demo.items() if v != default[k] and not k.startswith("federation")}
-    demo |= {"federation.num-rounds": 3, "federation.local-steps": 40}
+    demo |= {"federation.num-rounds": 2, "federation.local-steps": 40}
     return [("deploy_tiny", tiny), ("deploy_demo", demo)]
 
 
