@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from flwr.app import Context, RecordDict
@@ -41,6 +41,9 @@ from flwr.serverapp import Grid
 
 from fedsynth.config import FedsynthConfig
 
+if TYPE_CHECKING:  # fedsynth.server.app imports this module
+    from fedsynth.server.app import RoundRecorder
+
 log = logging.getLogger(__name__)
 CLIPPING_RANGE = 8.0
 MAX_WEIGHT = 1000.0
@@ -55,7 +58,9 @@ class SecureFedAvg(FedAvg):
     """Legacy FedAvg whose `aggregate_fit` receives SecAgg+'s weighted mean (the same
     aggregate in every result) and hands each finished round to the `RoundRecorder`."""
 
-    def __init__(self, keys: list[str], recorder: Any, names: dict[int, str], **kwargs: Any):
+    def __init__(
+        self, keys: list[str], recorder: RoundRecorder, names: dict[int, str], **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.keys, self.recorder, self.names = keys, recorder, names
         self.nodes: dict[int, str] = {}
@@ -121,7 +126,7 @@ def run_secure_rounds(
     flat: Mapping[str, Any],
     initial: dict[str, np.ndarray],
     num_rounds: int,
-    recorder: Any,
+    recorder: RoundRecorder,
     names: dict[int, str],
 ) -> None:
     """`num_rounds` SecAgg+ rounds from `initial`; each finished round goes to `recorder`."""
