@@ -48,6 +48,13 @@ Start-up: `overhead_startup_to_first_client_seconds` runs from `run_simulation` 
 first ClientApp call (Ray start, actor start, the actor importing the ClientApp); the import
 alone is timed in a fresh interpreter (`import_*_seconds`: torch, then the ClientApp).
 
+Deployment (`deploy_tiny_*`, `deploy_demo_*`; `deployment_figures`): the same rounds as a real
+deployment on loopback (SuperLink with TLS, authenticated SuperNodes, `flwr run`) and as a
+Ray simulation with one CPU per site, on the same per-site data; the tiny model above and the
+demo model (phantom-3site sizes, 64 px, DP on, 40 local steps). `deploy_import_*_seconds`:
+what each message's fresh `flwr-clientapp` process imports (Flower's runtime, the ClientApp,
+opacus for training), timed in a fresh interpreter.
+
 Scale (`sites_N_*`, N = 3, 10, 30; product default `cpus_per_site` = 1, i.e. two Ray
 actors on two cores): warm round wall time; its runtime overhead = the grid waits minus,
 per phase, the busiest actor's ClientApp time (the clients' critical path; an actor left
