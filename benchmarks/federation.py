@@ -48,6 +48,13 @@ Start-up: `overhead_startup_to_first_client_seconds` runs from `run_simulation` 
 first ClientApp call (Ray start, actor start, the actor importing the ClientApp); the import
 alone is timed in a fresh interpreter (`import_*_seconds`: torch, then the ClientApp).
 
+Deployment (`deploy_tiny_*`, `deploy_demo_*`; `deployment_figures`): the same rounds as a real
+deployment on loopback (SuperLink with TLS, authenticated SuperNodes, `flwr run`) and as a
+Ray simulation with one CPU per site, on the same per-site data; the tiny model above and the
+demo model (phantom-3site sizes, 64 px, DP on, 40 local steps). `deploy_import_*_seconds`:
+what each message's fresh `flwr-clientapp` process imports (Flower's runtime, the ClientApp,
+opacus for training), timed in a fresh interpreter.
+
 Scale (`sites_N_*`, N = 3, 10, 30; product default `cpus_per_site` = 1, i.e. two Ray
 actors on two cores): warm round wall time; its runtime overhead = the grid waits minus,
 per phase, the busiest actor's ClientApp time (the clients' critical path; an actor left
@@ -557,6 +564,146 @@ def byte_figures(run: dict) -> dict[str, float]:
     return out
 
 
+# --------------------------------------------------------------------------- deployment
+
+
+class ProcessWatch(threading.Thread):
+    """Lifetimes of the `flwr-clientapp` processes (one per message in a deployment), from
+    /proc every 0.1 s: what a message costs end to end, process start to exit."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.live: dict[int, float] = {}
+        self.done: list[tuple[float, float]] = []
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            now, seen = time.time(), set()
+            for entry in Path("/proc").iterdir():
+                if entry.name.isdigit():
+                    try:
+                        if b"flwr-clientapp" in (entry / "cmdline").read_bytes():
+                            seen.add(int(entry.name))
+                    except OSError:
+                        continue
+            for pid in seen - set(self.live):
+                self.live[pid] = now
+            for pid in set(self.live) - seen:
+                self.done.append((self.live.pop(pid), now))
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
+
+
+def fresh_process_seconds() -> dict[str, float]:
+    """What a fresh `flwr-clientapp` process imports before and while handling a message,
+    timed in a new interpreter: Flower's client runtime, the ClientApp, opacus (train only)."""
+    code = (
+        "import time; t = time.perf_counter(); import flwr.supernode.cli.flwr_clientapp; "
+        "u = time.perf_counter(); import fedsynth.client.app; v = time.perf_counter(); "
+        "import opacus; w = time.perf_counter(); print(u - t, v - u, w - v)"
+    )
+    env = os.environ | {"FLWR_TELEMETRY_ENABLED": "0"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env
+    ).stdout.split()
+    return {
+        "deploy_import_flower_runtime_seconds": float(out[0]),
+        "deploy_import_clientapp_seconds": float(out[1]),
+        "deploy_import_opacus_seconds": float(out[2]),
+    }
+
+
+def deployment_figures(
+    work: Path, flat: dict, sites: int, prefix: str, compare: bool = True
+) -> dict[str, float]:
+    """The same rounds twice, on the same per-site data: a real deployment on loopback
+    (`fedsynth.deploy.local`: SuperLink with TLS + authenticated SuperNodes, `flwr run`), and
+    a Ray simulation with one CPU per site (the product default). Split of a warm deployment
+    round: the clientapp processes (train, then evaluate; critical path = the slowest site),
+    the rest = the ServerApp's work + Flower's message latency (SuperNodes and the ServerApp's
+    grid both poll every 3 s). Bytes: what the SuperLink's Fleet API counted for the run.
+    `compare=False` (--quick) skips the simulation."""
+    import sqlite3
+
+    from fedsynth.deploy.local import LocalFederation
+
+    names = tuple(f"hosp{chr(65 + i)}" for i in range(sites))
+    data = write_tiny_dataset(work / f"{prefix}-data", sites=names, n=3)
+    rounds = int(flat["federation.num-rounds"])
+
+    cfg = FedsynthConfig.from_flat(
+        FedsynthConfig().to_flat()
+        | flat
+        | {
+            "data.root": str(data),
+            "data.cache-dir": str(work / f"{prefix}-cache"),
+            "federation.run-dir": str(work / f"{prefix}-sim"),
+            "federation.server-eval": False,
+        }
+    )
+    sim = simulate_instrumented(cfg, 1.0, work) if compare else None
+
+    fed = LocalFederation(work / f"{prefix}-deploy", data)
+    watch = ProcessWatch()
+    try:
+        fed.start_superlink()
+        for site in names:
+            fed.add_site(site)
+        for site in names:
+            fed.wait_connected(site)
+        watch.start()
+        run = fed.run(flat)
+        if run.wait(timeout=1800) != 0 or fed.status()["status"] != "complete":
+            raise RuntimeError(f"deployment run failed: {fed.log('flwr-run')[-2000:]}")
+    finally:
+        fed.stop_all()
+        if watch.is_alive():
+            watch.stop()
+    ends = [json.loads(line)["seconds"] for line in (fed.run_dir / "metrics.jsonl").open()]
+    walls = [b - a for a, b in zip([0.0, *ends], ends, strict=False)]
+    warm = walls[1:] or walls
+    procs = sorted(watch.done)
+    groups = [procs[i : i + sites] for i in range(0, len(procs), sites)]  # train, eval, …
+    critical = [max(e - s for s, e in g) for g in groups]
+    train_crit = statistics.mean(critical[2::2] or critical[0::2])
+    eval_crit = statistics.mean(critical[3::2] or critical[1::2] or [0.0])
+    with sqlite3.connect(fed.database) as db:
+        sent, recv = db.execute("SELECT SUM(bytes_sent), SUM(bytes_recv) FROM run").fetchone()
+    deploy_round = statistics.mean(warm)
+    figures = {
+        f"{prefix}_sites": sites,
+        f"{prefix}_local_steps": int(flat["federation.local-steps"]),
+        f"{prefix}_deploy_round_seconds": deploy_round,
+        f"{prefix}_deploy_round1_seconds": walls[0],
+    }
+    if sim is not None:
+        sim_warm = [r for r in sim["rounds"] if r["round"] >= 2] or sim["rounds"]
+        sim_round = statistics.mean(r["wall"] for r in sim_warm)
+        figures |= {
+            f"{prefix}_sim_round_seconds": sim_round,
+            f"{prefix}_deploy_over_sim_round": deploy_round / sim_round,
+            f"{prefix}_sim_client_train_seconds_per_site": statistics.mean(
+                r["client_train"] for r in sim_warm
+            )
+            / sites,
+        }
+    evaluated = flat.get("federation.fraction-evaluate", 1.0) > 0
+    if not evaluated:  # every process is a training one
+        train_crit, eval_crit = statistics.mean(critical[1:] or critical), 0.0
+    return figures | {
+        f"{prefix}_deploy_train_process_seconds": train_crit,
+        f"{prefix}_deploy_evaluate_process_seconds": eval_crit,
+        f"{prefix}_deploy_server_and_messaging_seconds": deploy_round - train_crit - eval_crit,
+        f"{prefix}_deploy_processes_per_round": len(procs) / rounds,
+        f"{prefix}_deploy_fleet_bytes_per_round": (sent + recv) / rounds,
+        f"{prefix}_deploy_fleet_bytes_per_site_per_round": (sent + recv) / rounds / sites,
+    }
+
+
 # --------------------------------------------------------------------------- figures
 
 
@@ -649,6 +796,19 @@ def import_seconds() -> dict[str, float]:
     }
 
 
+def deployment_rows(quick: bool) -> list[tuple[str, dict]]:
+    """Tiny model (the pessimistic case) and, in a full run, the demo model (phantom-3site:
+    64 px, its sizes, DP on, its 40 local steps per round)."""
+    tiny = TINY | {"federation.num-rounds": 3, "federation.local-steps": 10}
+    if quick:  # checks that it runs: one round, no client evaluation, no simulation twin
+        quick_flat = {"federation.num-rounds": 1, "federation.local-steps": 1}
+        return [("deploy_tiny", TINY | quick_flat | {"federation.fraction-evaluate": 0.0})]
+    default, demo = FedsynthConfig().to_flat(), scenario_config("phantom-3site").to_flat()
+    demo = {k: v for k, v in demo.items() if v != default[k] and not k.startswith("federation")}
+    demo |= {"federation.num-rounds": 2, "federation.local-steps": 40}
+    return [("deploy_tiny", tiny), ("deploy_demo", demo)]
+
+
 def main() -> None:
     args = parser(__doc__).parse_args()
     logging.getLogger("flwr").setLevel(logging.WARNING)
@@ -678,6 +838,11 @@ def main() -> None:
             run = simulate_instrumented(make_config(root, work, n, rounds, steps), 1.0, work)
             figures |= scale_figures(run)
         figures |= import_seconds()
+        figures |= fresh_process_seconds()
+        for prefix, flat in deployment_rows(args.quick):
+            print(f"[deployment] {prefix}: deployment vs simulation, same rounds")
+            sites = 2 if args.quick else 3
+            figures |= deployment_figures(work, flat, sites, prefix, compare=not args.quick)
         figures["scale_local_steps"] = scale[0][2] if scale else overhead_run[2]
     write_result("federation", figures, args.out)
 

@@ -216,6 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
+
+    from fedsynth.deploy.cli import add_parser as add_deploy_parser
+
+    add_deploy_parser(sub)
     return parser
 
 
@@ -240,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_flower(args.verbose)
     try:
         return int(args.func(args) or 0)
-    except (DatasetError, CheckpointError, ValueError, FileNotFoundError) as err:
+    except (DatasetError, CheckpointError, ValueError, FileNotFoundError, FileExistsError) as err:
         console.print(f"[red]error:[/] {escape(str(err))}", soft_wrap=True)
         return 2
 

@@ -41,12 +41,16 @@ class FederationConfig:
     norm_factor: reject updates whose distance to the global model exceeds this × the median.
     min_nodes: minimum sites to start a round and to train in it; fraction_train: share of
     available sites asked per round; round_timeout: seconds to wait for replies (then the
-    round proceeds with the sites that answered).
+    round proceeds with the sites that answered); fraction_evaluate: share of sites that
+    score each round's model on their held-out subjects (0: none — in a deployment each
+    evaluation is one more process start per site per round).
     run_dir: where checkpoints, metrics and the report go; resume_from: a run directory whose
     last complete checkpoint the run continues from ("" = start fresh).
     state_dir: where simulated sites keep their local state ("" = run_dir/sites).
     server_eval: evaluate on the held-out paired test sets at the server (simulation, where
     the server may read the phantom) besides the clients' own evaluation.
+    secure_aggregation: aggregate with Flower's SecAgg+ (the server sees only the sum of the
+    sites' updates); plain weighted FedAvg over the shared tensors (fedsynth.deploy.secure).
     """
 
     num_rounds: int = 3
@@ -61,10 +65,12 @@ class FederationConfig:
     min_nodes: int = 2
     fraction_train: float = 1.0
     round_timeout: float = 600.0
+    fraction_evaluate: float = 1.0
     run_dir: Path = Path("runs/latest")
     resume_from: Path | None = None
     state_dir: Path | None = None
     server_eval: bool = True
+    secure_aggregation: bool = False
 
     def __post_init__(self) -> None:
         if self.share not in SHARE:
@@ -74,6 +80,15 @@ class FederationConfig:
                 raise ValueError(f"federation.{name}={getattr(self, name)}: expected >= 1")
         if not 0 < self.fraction_train <= 1:
             raise ValueError(f"federation.fraction_train={self.fraction_train}: expected (0, 1]")
+        if not 0 <= self.fraction_evaluate <= 1:
+            raise ValueError(
+                f"federation.fraction_evaluate={self.fraction_evaluate}: expected [0, 1]"
+            )
+        if self.secure_aggregation and self.strategy != "fedavg":
+            raise ValueError(
+                f"federation.secure-aggregation needs federation.strategy='fedavg' (SecAgg+ "
+                f"only reveals the sum of updates), not {self.strategy!r}"
+            )
         if self.round_timeout <= 0:
             raise ValueError(f"federation.round_timeout={self.round_timeout}: expected > 0")
 

@@ -7,6 +7,7 @@ turns an exception in the ClientApp into an error reply.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable
 
 import pytest
@@ -82,14 +83,21 @@ class ClientAppGrid(FakeGrid):
             for node, cfg in zip(self.node_ids, node_configs, strict=True)
         }
         self.tamper = tamper
+        self._run = Run.create_empty(run_id=1)  # the legacy stack (SecAgg+) reads run_id
         self.replies: list[tuple[int, Message]] = []
         self.instructions: list[Message] = []
+
+    @property
+    def run(self) -> Run:
+        return self._run
 
     def answer(self, msg: Message) -> Message:
         node = msg.metadata.dst_node_id
         self.instructions.append(msg)
         try:
-            reply = self.app(msg, self.contexts[node])
+            # A copy, as if it crossed the network: SecAgg+'s mod edits the records it gets,
+            # which the workflow shares between the messages of one stage.
+            reply = self.app(copy.deepcopy(msg), self.contexts[node])
         except Exception as err:  # noqa: BLE001 — what Flower's runtime does too
             reply = Message(Error(code=1, reason=f"{type(err).__name__}: {err}"), reply_to=msg)
         if self.tamper is not None:

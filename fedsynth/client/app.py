@@ -8,20 +8,29 @@ site will not exceed, whatever the server configures. In simulation Flower sets 
 `federation.state-dir` (default `<run-dir>/sites`).
 
 The run's whole configuration arrives in every instruction's ConfigRecord (flat keys of
-`FedsynthConfig`), so sites train exactly what the server configured.
+`FedsynthConfig`), so sites train exactly what the server configured. With
+`federation.secure-aggregation` the instructions come in Flower's legacy format and go to the
+SecAgg+ adapter `fedsynth.client.secure` (same `Site`, same state).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-import torch
-from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
-from flwr.clientapp import ClientApp
+# Before torch loads OpenMP (Flower starts a fresh process per message in a deployment): idle
+# threads sleep instead of spinning, else a step is 10-40x slower on a busy machine.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from fedsynth.client.site import Site, SiteIdentity, site_data
-from fedsynth.config import FedsynthConfig
+import torch  # noqa: E402
+from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict  # noqa: E402
+from flwr.clientapp import ClientApp  # noqa: E402
+
+from fedsynth.client.site import Site, SiteIdentity, site_data  # noqa: E402
+from fedsynth.config import FedsynthConfig  # noqa: E402
 
 log = logging.getLogger(__name__)
 app = ClientApp()
@@ -30,8 +39,9 @@ app = ClientApp()
 _FLOWER_KEYS = ("server-round", "proximal-mu")
 
 
-def _open_site(msg: Message, context: Context) -> Site:
-    flat = {k: v for k, v in msg.content["config"].items() if k not in _FLOWER_KEYS}
+def open_site(config: Mapping[str, Any], context: Context) -> Site:
+    """The site this node is, configured by an instruction's flat config."""
+    flat = {k: v for k, v in config.items() if k not in _FLOWER_KEYS}
     node = context.node_config
     if "epsilon-budget" in node:  # the hospital's own budget, whatever the server asks
         flat["privacy.epsilon-budget"] = node["epsilon-budget"]
@@ -40,6 +50,9 @@ def _open_site(msg: Message, context: Context) -> Site:
     if partition is not None:  # simulation: sites share the machine's cores
         torch.set_num_threads(1)
     data_dir = Path(str(node["data-dir"])) if "data-dir" in node else None
+    if data_dir is not None and "state-dir" in node:  # the slice cache is the site's own
+        cache = Path(str(node["state-dir"])) / "cache"
+        cfg = cfg.replace(**{"data.cache-dir": str(cache)})
     data = site_data(cfg, None if partition is None else int(partition), data_dir)
     name = str(node.get("site", data.site))
     default_state = (cfg.federation.state_dir or cfg.federation.run_dir / "sites") / name
@@ -47,9 +60,16 @@ def _open_site(msg: Message, context: Context) -> Site:
         Path(str(node.get("state-dir", ""))) / name if "state-dir" in node else default_state
     )
     identity = SiteIdentity.of(name, state_dir, None if partition is None else int(partition))
-    site = Site(cfg, identity, data)
-    site.receive({k: a.numpy() for k, a in msg.content["arrays"].items()})
-    return site
+    return Site(cfg, identity, data)
+
+
+def _arrays(msg: Message) -> dict[str, Any]:
+    return {k: a.numpy() for k, a in msg.content["arrays"].items()}
+
+
+def _is_secure(msg: Message) -> bool:
+    """SecAgg+ rounds arrive in the legacy message format (no "config" record)."""
+    return "config" not in msg.content.config_records
 
 
 def _reply(msg: Message, site: Site | None, metrics: dict[str, float]) -> Message:
@@ -62,13 +82,22 @@ def _reply(msg: Message, site: Site | None, metrics: dict[str, float]) -> Messag
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Train locally from the global shared weights; reply with those tensors only."""
-    site = _open_site(msg, context)
-    metrics = site.train(site.cfg.federation.local_steps)
+    if _is_secure(msg):
+        from fedsynth.client.secure import secure_app
+
+        return secure_app(msg, context)
+    site = open_site(msg.content["config"], context)
+    metrics = site.train_round(_arrays(msg))
     return _reply(msg, site, metrics)
 
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     """Score the global generators on this site's paired held-out subjects."""
-    site = _open_site(msg, context)
+    if _is_secure(msg):
+        from fedsynth.client.secure import secure_app
+
+        return secure_app(msg, context)
+    site = open_site(msg.content["config"], context)
+    site.receive(_arrays(msg))
     return _reply(msg, None, site.evaluate())

@@ -21,10 +21,10 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
+from fedsynth.client.rounds import append_round, arrays_digest, instruction_digest, read_rounds
 from fedsynth.config import FedsynthConfig
 from fedsynth.data.pipeline import prepare_sites
 from fedsynth.data.slices import SiteData
-from fedsynth.evaluation.evaluate import evaluate_translation
 from fedsynth.models import build_model
 from fedsynth.models.checkpoint import save_checkpoint
 from fedsynth.training import SHAREABLE_METRICS, LocalState, train_local
@@ -90,11 +90,13 @@ class Site:
             self.model.load_state_dict(load_file(str(path)), strict=True)
         fed = cfg.federation
         self.shared_keys = self.model.shared_keys(fed.shared_groups, fed.keep_norm_local)
-        self.state = (
-            LocalState.load(identity.state_dir)
-            if (identity.state_dir / "state.pt").is_file()
-            else None
-        )
+
+    @functools.cached_property
+    def state(self) -> LocalState | None:
+        """Optimizers, step and accountant: read only when training (loading the accountant
+        imports opacus, seconds in a fresh process)."""
+        path = self.identity.state_dir / "state.pt"
+        return LocalState.load(self.identity.state_dir) if path.is_file() else None
 
     def receive(self, arrays: dict[str, np.ndarray]) -> None:
         """Load the global shared tensors; refuse anything else."""
@@ -117,6 +119,27 @@ class Site:
     def shared_arrays(self) -> dict[str, np.ndarray]:
         state = self.model.state_dict()
         return {k: state[k].detach().cpu().numpy() for k in self.shared_keys}
+
+    def train_round(self, arrays: dict[str, np.ndarray]) -> dict[str, float]:
+        """One round from the global `arrays`: trained once, replayed if asked again
+        (fedsynth.client.rounds); afterwards `shared_arrays()` is this round's update."""
+        digest = instruction_digest(str(self.cfg.federation.run_dir), arrays)
+        done = read_rounds(self.identity.state_dir)
+        if done and done[-1]["digest"] == digest:  # the model on disk is that round's result
+            log.warning("site %s: round already trained, replaying its reply", self.identity.name)
+            return done[-1]["metrics"]
+        self.receive(arrays)
+        metrics = self.train(self.cfg.federation.local_steps)
+        append_round(
+            self.identity.state_dir,
+            {
+                "digest": digest,
+                "input": arrays_digest(arrays),
+                "step": self.state.step,
+                "metrics": metrics,
+            },
+        )
+        return metrics
 
     def train(self, steps: int) -> dict[str, float]:
         """One round of local training from the received weights; state saved before replying."""
@@ -169,6 +192,8 @@ class Site:
 
     def evaluate(self) -> dict[str, float]:
         """Global generators (+ this site's local layers) on the site's paired test slices."""
+        from fedsynth.evaluation.evaluate import evaluate_translation  # monai: only here
+
         m = self.cfg.model
         metrics = evaluate_translation(self.model, self.data.test, m.source, m.target)
         summary = metrics.aggregate()

@@ -20,7 +20,6 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
-from monai.transforms import Compose, Resize, ScaleIntensityRangePercentiles, SpatialPad
 from scipy import ndimage
 
 from fedsynth.data.config import PreprocessConfig
@@ -102,6 +101,8 @@ class SlicePipeline:
 
     def to_slices(self, volume: np.ndarray, fill: float, nearest: bool = False) -> np.ndarray:
         """(X, Y, Z) → (Z, size, size): pad in-plane to a centred square, resize."""
+        from monai.transforms import Compose, Resize, SpatialPad  # seconds to import: on use
+
         side, size = self._square(volume.shape), self.cfg.image_size
         steps = Compose(
             [
@@ -114,6 +115,8 @@ class SlicePipeline:
 
     def to_volume(self, slices: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
         """(Z, size, size) → (X, Y, Z) on the original in-plane grid (inverse of to_slices)."""
+        from monai.transforms import Resize
+
         side = self._square(shape)
         vol = torch.from_numpy(np.moveaxis(np.asarray(slices, np.float32), 0, -1))[None]
         vol = Resize((side, side, -1), mode="bilinear")(vol)[0]
@@ -126,6 +129,8 @@ class SlicePipeline:
         lo, hi = np.percentile(fg, [self.cfg.lower_percentile, self.cfg.upper_percentile])
         if not hi > lo:
             raise DatasetError(f"{path}: no intensity range inside the foreground ({lo:g})")
+        from monai.transforms import ScaleIntensityRangePercentiles
+
         scaler = ScaleIntensityRangePercentiles(
             lower=self.cfg.lower_percentile,
             upper=self.cfg.upper_percentile,

@@ -21,14 +21,18 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
-from opacus.accountants import PRVAccountant, RDPAccountant
-from opacus.accountants.accountant import IAccountant
-from opacus.accountants.analysis import rdp as rdp_analysis
 
 from fedsynth.models.base import PLAYERS
 from fedsynth.privacy.config import ACCOUNTANTS, UNITS
 
-_OPACUS: dict[str, type[IAccountant]] = {"rdp": RDPAccountant, "prv": PRVAccountant}
+
+def _opacus_accountants() -> dict[str, type]:
+    """Opacus's accountant classes, imported on first use: importing opacus costs seconds in
+    every fresh process (one per Flower message in a deployment), and evaluation needs none."""
+    from opacus.accountants import PRVAccountant, RDPAccountant
+
+    return {"rdp": RDPAccountant, "prv": PRVAccountant}
+
 _FORMAT = 1
 
 Release = tuple[float, float]
@@ -56,11 +60,13 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 def _rdp_one_step(noise_multiplier: float, sample_rate: float) -> np.ndarray:
     """RDP of one Poisson-subsampled Gaussian release at Opacus's default orders. Cached: it
     is the slow part (~50 ms), and budget checks evaluate epsilon many times."""
+    from opacus.accountants.analysis import rdp as rdp_analysis
+
     rdp = rdp_analysis.compute_rdp(
         q=sample_rate,
         noise_multiplier=noise_multiplier,
         steps=1,
-        orders=RDPAccountant.DEFAULT_ALPHAS,
+        orders=_opacus_accountants()["rdp"].DEFAULT_ALPHAS,
     )
     rdp.flags.writeable = False
     return rdp
@@ -69,9 +75,11 @@ def _rdp_one_step(noise_multiplier: float, sample_rate: float) -> np.ndarray:
 def _rdp_epsilon(history: list[tuple[float, float, int]], delta: float) -> float:
     """Exactly RDPAccountant.get_epsilon over `history` (whose compute_rdp is one step's RDP
     times the step count), with the per-step RDP cached."""
+    from opacus.accountants.analysis import rdp as rdp_analysis
+
     rdp = sum(_rdp_one_step(sigma, q) * steps for sigma, q, steps in history)
     eps, _ = rdp_analysis.get_privacy_spent(
-        orders=RDPAccountant.DEFAULT_ALPHAS, rdp=rdp, delta=delta
+        orders=_opacus_accountants()["rdp"].DEFAULT_ALPHAS, rdp=rdp, delta=delta
     )
     return float(eps)
 
@@ -90,7 +98,7 @@ class PrivacyAccountant:
             raise ValueError(f"unknown privacy unit {unit!r}; expected one of {UNITS}")
         self.mechanism = mechanism
         self.unit = unit
-        self._players = {player: _OPACUS[mechanism]() for player in PLAYERS}
+        self._players = {player: _opacus_accountants()[mechanism]() for player in PLAYERS}
 
     def step(self, player: str, noise_multiplier: float, sample_rate: float) -> None:
         """Record one release of `player` (call it for empty Poisson batches too)."""
@@ -120,7 +128,7 @@ class PrivacyAccountant:
             return 0.0
         if self.mechanism == "rdp":
             return _rdp_epsilon(history, delta)
-        combined = PRVAccountant()
+        combined = _opacus_accountants()["prv"]()
         combined.history = history
         return float(combined.get_epsilon(delta=delta))
 
@@ -165,7 +173,7 @@ class PrivacyAccountant:
             raise ValueError(f"cannot read accountant state {path}: {err}") from err
         return cls.from_state_dict(state)
 
-    def _player(self, player: str) -> IAccountant:
+    def _player(self, player: str):  # an opacus IAccountant
         if player not in self._players:
             raise ValueError(f"unknown player {player!r}; expected one of {PLAYERS}")
         return self._players[player]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -37,6 +37,7 @@ def strategy_for(cfg: FedsynthConfig) -> ValidatedAggregation:
     fed = cfg.federation
     knobs: dict[str, Any] = dict(
         fraction_train=fed.fraction_train,
+        fraction_evaluate=fed.fraction_evaluate,
         min_train_nodes=fed.min_nodes,
         min_evaluate_nodes=fed.min_nodes,
         min_available_nodes=fed.min_nodes,
@@ -67,6 +68,7 @@ def _start_point(cfg: FedsynthConfig) -> tuple[RunDirectory, SynthesisModel, int
     if last == 0:
         raise CheckpointError(f"{run.path}: no complete checkpoint to resume from")
     run.truncate_metrics(last)
+    run.set_status("running")
     console.print(f"[bold]resuming[/] {run.path} after round {last}")
     return run, load_checkpoint(run.checkpoint_path(last)).model, last
 
@@ -81,25 +83,20 @@ def server_evaluation(
     return metrics.aggregate()
 
 
-def _load_shared(model: SynthesisModel, arrays: ArrayRecord) -> dict[str, np.ndarray]:
-    shared = {k: a.numpy() for k, a in arrays.items()}
-    state = model.state_dict()
-    for key, value in shared.items():
-        state[key].copy_(state[key].new_tensor(value).reshape(state[key].shape))
-    return shared
-
-
-def _site_rows(
-    strategy: ValidatedAggregation, server_round: int, names: dict[int, str], nodes: dict[int, str]
+def site_rows(
+    replies: Mapping[str, Mapping[int, Mapping[str, Any]]],
+    names: dict[int, str],
+    nodes: dict[int, str],
 ) -> dict[str, Any]:
-    """Per site: status, ε and evaluation metrics of this round, keyed by site name.
+    """Per site: status, ε and evaluation metrics of one round, keyed by site name.
 
-    Sites name themselves by a numeric `site-id` in their metrics; `nodes` remembers which
-    node was which site, so an error reply (no metrics) is still put under its site's name.
+    `replies[phase][node]` holds `status`, `reason` and `metrics` of one reply. Sites name
+    themselves by a numeric `site-id` in their metrics; `nodes` remembers which node was which
+    site, so an error reply (no metrics) is still put under its site's name.
     """
     rows: dict[str, Any] = {}
     for phase in ("train", "evaluate"):
-        for node, reply in strategy.replies.get((server_round, phase), {}).items():
+        for node, reply in replies.get(phase, {}).items():
             sid = reply["metrics"].get("site-id")
             if sid is not None:
                 nodes[node] = names.get(int(sid), f"site-{int(sid)}")
@@ -111,68 +108,132 @@ def _site_rows(
     return rows
 
 
+class RoundRecorder:
+    """What a finished round leaves in the run directory, whichever aggregation produced it:
+    the checkpoint (full model with the aggregated shared tensors), the sample grid, the
+    metrics line, the console line. Rounds are numbered across resumes (`done` + round)."""
+
+    def __init__(
+        self,
+        run: RunDirectory,
+        model: SynthesisModel,
+        cfg: FedsynthConfig,
+        eval_sites: Sequence[SiteData],
+        done: int,
+    ) -> None:
+        self.run, self.model, self.cfg = run, model, cfg
+        self.eval_sites, self.done = eval_sites, done
+        self.started = time.perf_counter()
+
+    def server_metrics(self, shared: Mapping[str, np.ndarray]) -> dict[str, float]:
+        """Load the aggregate into the server's model; evaluate it where the server has data."""
+        state = self.model.state_dict()
+        for key, value in shared.items():
+            state[key].copy_(state[key].new_tensor(np.asarray(value)).reshape(state[key].shape))
+        if self.eval_sites and self.cfg.federation.server_eval:
+            return server_evaluation(self.model, self.eval_sites, self.cfg)
+        return {}
+
+    def record(
+        self, server_round: int, shared: Mapping[str, np.ndarray], sites: dict[str, Any]
+    ) -> dict[str, float]:
+        global_round = self.done + server_round
+        server = self.server_metrics(shared)
+        self.run.save_round(global_round, self.model, self.cfg, dict(shared), {"server": server})
+        if self.eval_sites:
+            m = self.cfg.model
+            save_sample_grid(
+                self.model,
+                self.eval_sites[0].test,
+                m.source,
+                m.target,
+                self.run.samples / f"round-{global_round:04d}.png",
+                title=f"round {global_round} — {self.eval_sites[0].site}",
+            )
+        row = {
+            "round": global_round,
+            "seconds": time.perf_counter() - self.started,
+            "server": server,
+            "sites": sites,
+        }
+        self.run.append_metrics(row)
+        _print_round(row, self.cfg.federation.num_rounds)
+        return server
+
+
 def run_federation(
     grid: Grid,
     cfg: FedsynthConfig,
     eval_sites: Sequence[SiteData] = (),
     site_names: dict[int, str] | None = None,
 ) -> RunDirectory:
-    """Run the configured rounds on `grid`; returns the run directory."""
+    """Run the configured rounds on `grid`; returns the run directory.
+
+    With `federation.secure-aggregation` the rounds go through SecAgg+ (fedsynth.server.secure)
+    and everything else — start point, checkpoints, metrics, report — is shared.
+    """
     run, model, done = _start_point(cfg)
     fed = cfg.federation
     shared_keys = model.shared_keys(fed.shared_groups, fed.keep_norm_local)
     state = model.state_dict()
-    initial = ArrayRecord({k: Array(state[k].detach().cpu().numpy()) for k in shared_keys})
-    strategy = strategy_for(cfg)
+    initial = {k: state[k].detach().cpu().numpy() for k in shared_keys}
     flat = cfg.to_flat() | {"federation.run-dir": str(run.path), "federation.resume-from": ""}
+    recorder = RoundRecorder(run, model, cfg, eval_sites, done)
     names = site_names or {}
-    nodes: dict[int, str] = {}
-    started = time.perf_counter()
-
-    def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
-        global_round = done + server_round
-        shared = _load_shared(model, arrays)
-        server = server_evaluation(model, eval_sites, cfg) if eval_sites and fed.server_eval else {}
-        if server_round == 0:
-            if server:
-                psnr = server["psnr_brain"]
-                console.print(f"round {global_round}: server PSNR brain {psnr:.2f} dB (initial)")
-            return MetricRecord(server) if server else None
-        sites = _site_rows(strategy, server_round, names, nodes)
-        row = {
-            "round": global_round,
-            "seconds": time.perf_counter() - started,
-            "server": server,
-            "sites": sites,
-        }
-        run.save_round(global_round, model, cfg, shared, {"server": server})
-        if eval_sites:
-            save_sample_grid(
-                model,
-                eval_sites[0].test,
-                cfg.model.source,
-                cfg.model.target,
-                run.samples / f"round-{global_round:04d}.png",
-                title=f"round {global_round} — {eval_sites[0].site}",
-            )
-        run.append_metrics(row)
-        _print_round(row, fed.num_rounds)
-        return MetricRecord(server) if server else None
-
     remaining = fed.num_rounds - done
-    if remaining > 0:
-        strategy.start(
-            grid=grid,
-            initial_arrays=initial,
-            num_rounds=remaining,
-            timeout=fed.round_timeout,
-            train_config=ConfigRecord(flat),
-            evaluate_config=ConfigRecord(flat),
-            evaluate_fn=evaluate_fn,
-        )
-    report = write_report(run, cfg)
+    try:
+        if remaining > 0 and fed.secure_aggregation:
+            from fedsynth.server.secure import run_secure_rounds
+
+            run_secure_rounds(grid, cfg, flat, initial, remaining, recorder, names)
+        elif remaining > 0:
+            _run_rounds(grid, cfg, flat, initial, remaining, recorder, names)
+        report = write_report(run, cfg)
+    except Exception as err:  # `flwr run` exits 0 even when the ServerApp raised
+        run.set_status("failed", f"{type(err).__name__}: {err}")
+        raise
+    run.set_status("complete")
     console.print(f"[green]run complete[/]: {run.path} (report: {report})")
     return run
+
+
+def _run_rounds(
+    grid: Grid,
+    cfg: FedsynthConfig,
+    flat: dict[str, Any],
+    initial: dict[str, np.ndarray],
+    num_rounds: int,
+    recorder: RoundRecorder,
+    names: dict[int, str],
+) -> None:
+    """The rounds on Flower's Message API with the configured validated strategy."""
+    strategy = strategy_for(cfg)
+    nodes: dict[int, str] = {}
+
+    def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        shared = {k: a.numpy() for k, a in arrays.items()}
+        if server_round == 0:
+            server = recorder.server_metrics(shared)
+            if server:
+                psnr = server["psnr_brain"]
+                console.print(f"round {recorder.done}: server PSNR brain {psnr:.2f} dB (initial)")
+            return MetricRecord(server) if server else None
+        replies = {
+            phase: strategy.replies.get((server_round, phase), {})
+            for phase in ("train", "evaluate")
+        }
+        server = recorder.record(server_round, shared, site_rows(replies, names, nodes))
+        return MetricRecord(server) if server else None
+
+    strategy.start(
+        grid=grid,
+        initial_arrays=ArrayRecord({k: Array(v) for k, v in initial.items()}),
+        num_rounds=num_rounds,
+        timeout=cfg.federation.round_timeout,
+        train_config=ConfigRecord(flat),
+        evaluate_config=ConfigRecord(flat),
+        evaluate_fn=evaluate_fn,
+    )
 
 
 def _print_round(row: dict[str, Any], total: int) -> None:

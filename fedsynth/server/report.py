@@ -125,7 +125,7 @@ def write_report(run: RunDirectory, cfg: FedsynthConfig) -> Path:
             results |= json.loads(baselines.read_text())
         lines += ["## Comparison", "", comparison_markdown(results)]
         statuses = [
-            f"- round {r['round']}, {site}: {v['train_status']}"
+            f"- round {r['round']}, {site}: {v.get('train_status', 'no training reply')}"
             for r in rows
             for site, v in r["sites"].items()
             if not v.get("train_status", "").startswith("accepted")

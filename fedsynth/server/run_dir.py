@@ -7,6 +7,7 @@ JSON lines, sample grids, the final report.
     metrics.jsonl                    one line per round
     samples/round-0003.png           real source / synthetic / real target
     report.md, figures/              the final report
+    status.json                      "running", "complete" or "failed" (with the reason)
 
 Checkpoints are written atomically, each round to its own file, so a failed or interrupted
 round never touches a good checkpoint; resume picks the newest round whose files are complete.
@@ -48,6 +49,16 @@ class RunDirectory:
         for d in (self.path, self.checkpoints, self.samples, self.figures):
             d.mkdir(parents=True, exist_ok=True)
         _atomic_text(self.path / "config.json", json.dumps(cfg.to_flat(), indent=2))
+        self.set_status("running")
+
+    def set_status(self, status: str, reason: str = "") -> None:
+        """What became of the run — Flower may exit 0 after a failed round (SecAgg+ halting),
+        so the run directory says it plainly."""
+        _atomic_text(self.path / "status.json", json.dumps({"status": status, "reason": reason}))
+
+    def status(self) -> dict[str, str]:
+        path = self.path / "status.json"
+        return json.loads(path.read_text()) if path.is_file() else {"status": "unknown"}
 
     def config(self) -> FedsynthConfig:
         path = self.path / "config.json"
