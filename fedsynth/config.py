@@ -50,7 +50,7 @@ class FederationConfig:
     server_eval: evaluate on the held-out paired test sets at the server (simulation, where
     the server may read the phantom) besides the clients' own evaluation.
     secure_aggregation: aggregate with Flower's SecAgg+ (the server sees only the sum of the
-    sites' updates); plain weighted FedAvg over the shared tensors (fedsynth.deploy.secure).
+    sites' updates); plain weighted FedAvg over the shared tensors (fedsynth.server.secure).
     """
 
     num_rounds: int = 3
