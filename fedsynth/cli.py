@@ -216,6 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
+
+    from fedsynth.privacy_cli import add_privacy_parser
+
+    add_privacy_parser(sub)
     return parser
 
 
