@@ -37,7 +37,7 @@ FULL = {
     "sites": 3,
     "subjects": 8,
     "size": 64,
-    "rounds": 12,
+    "rounds": 10,
     "local_steps": 40,
     "batch": 8,
     "dp_batch": 32,

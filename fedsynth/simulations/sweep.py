@@ -165,10 +165,8 @@ def run_sweep(
             console.rule(f"[{i}/{len(settings)}] {setting.label}: reusing {cached.parent}")
             rows.append(json.loads(cached.read_text()) | {"reused": True})
             continue
-        console.rule(
-            f"[{i}/{len(settings)}] {setting.label} (σ={cfg.privacy.noise_multiplier:g}"
-            f", DP {'on' if cfg.privacy.enabled else 'off'}) → {cached.parent}"
-        )
+        dp_text = f"σ={cfg.privacy.noise_multiplier:g}" if cfg.privacy.enabled else "DP off"
+        console.rule(f"[{i}/{len(settings)}] {setting.label} ({dp_text}) → {cached.parent}")
         run_dir = cached.parent / "run"
         cfg = cfg.replace(**{"federation.run-dir": str(run_dir)})
         simulate(cfg, cpus_per_site=cpus_per_site)
