@@ -24,7 +24,9 @@ from fedsynth.data.pipeline import prepare_sites
 from fedsynth.models import build_model
 from fedsynth.models.checkpoint import CheckpointError, save_checkpoint
 from fedsynth.privacy.accountant import PrivacyAccountant
+from fedsynth.privacy.calibrate import calibrate_sigma
 from fedsynth.server.run_dir import RunDirectory
+from fedsynth.simulations.sweep import Setting
 from fedsynth.training import train_local
 
 TINY_MODEL = [
@@ -53,6 +55,18 @@ def test_tpr_at_low_fpr_and_bootstrap_interval() -> None:
     assert lo <= result.figures["auc"] <= hi
     with pytest.raises(ValueError, match="finite"):
         evaluate_attack("x", np.array([np.nan]), nonmembers)
+
+
+def test_sweep_settings_and_sigma_calibration() -> None:
+    assert [Setting(noise=0).label, Setting(noise=1.1).label, Setting(epsilon=8).label] == [
+        "non-DP", "σ=1.1", "ε≤8"]
+    with pytest.raises(ValueError, match="not both"):
+        Setting(noise=1.0, epsilon=8.0)
+    sigma = calibrate_sigma(8.0, 1e-5, 0.1, 100)
+    both = lambda s: {"generators": (s, 0.1), "discriminators": (s, 0.1)}  # noqa: E731
+    accountant = PrivacyAccountant("rdp", "slice")
+    assert accountant.epsilon(1e-5, both(sigma), 100) <= 8.0
+    assert accountant.epsilon(1e-5, both(sigma - 0.02), 100) > 8.0
 
 
 @pytest.fixture(scope="module")
@@ -153,6 +167,22 @@ def test_sweep_writes_table_figure_and_reuses_a_finished_setting(sweep: dict) ->
     now = {p: p.stat().st_mtime_ns for p in sweep["stamps"]}
     assert now == sweep["stamps"]
     assert (sweep["run"] / "audit" / "hospA" / "audit.json").is_file()
+
+
+def test_audit_command_on_another_site(sweep: dict, tmp_path: Path) -> None:
+    done = _fedsynth(
+        "privacy", "audit", "--run", str(sweep["run"]), "--site", "hospB", "--out",
+        str(tmp_path / "audit"), "--reference-steps", "2", "--bootstrap", "20", env=sweep["env"],
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "membership inference — site hospB" in done.stdout
+    doc = json.loads((tmp_path / "audit" / "audit.json").read_text())
+    assert doc["site"] == "hospB" and doc["reference_steps"] == 2
+    assert len(doc["attacks"]) == 4
+    assert (tmp_path / "audit" / "roc.png").stat().st_size > 0
+    missing = _fedsynth("privacy", "audit", "--run", str(sweep["run"]), "--site", "nowhere",
+                        env=sweep["env"])
+    assert missing.returncode == 2 and "nowhere" in missing.stdout
 
 
 def test_epsilon_check_agrees_with_the_accountant(sweep: dict) -> None:

@@ -139,6 +139,8 @@ def check_run(
     """Check every site (or `sites`) of a run that trained with DP."""
     run = RunDirectory(run_dir)
     cfg = run.config()
+    if not cfg.privacy.enabled:
+        raise ValueError(f"{run.path}: trained without DP (privacy.enabled=false); no ε to check")
     rows = run.metrics()
     if not rows:
         raise CheckpointError(f"{run.metrics_file}: no round recorded; nothing to check")
