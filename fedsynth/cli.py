@@ -220,6 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
     from fedsynth.deploy.cli import add_parser as add_deploy_parser
 
     add_deploy_parser(sub)
+
+    from fedsynth.privacy_cli import add_privacy_parser
+
+    add_privacy_parser(sub)
     return parser
 
 

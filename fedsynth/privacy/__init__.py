@@ -2,7 +2,8 @@
 
 One concern per module, as in Opacus: `per_sample` (torch.func gradients), `dp_sgd`
 (clipping + noise), `sampling` (Poisson sampling over slice or subject units), `accountant`
-(two-player composition on Opacus accountants), `budget` (stop before exceeding (eps, delta)).
+(two-player composition on Opacus accountants), `budget` (stop before exceeding (eps, delta)),
+`calibrate` (the sigma that meets an (eps, delta) target).
 """
 
 from fedsynth.privacy.accountant import PrivacyAccountant
