@@ -44,7 +44,7 @@ from fedsynth.data.slices import SliceSet, pool_sites
 from fedsynth.data.splits import paired_training
 from fedsynth.evaluation.evaluate import evaluate_translation
 from fedsynth.evaluation.metrics import SynthesisMetrics
-from fedsynth.privacy.accountant import PrivacyAccountant
+from fedsynth.privacy.calibrate import calibrate_sigma
 from fedsynth.server.report import federated_result
 from fedsynth.simulations.baselines import train_site
 from fedsynth.simulations.scenarios import SMALL_MODEL, UNIFIED_LR
@@ -91,25 +91,6 @@ DELTA = 1e-5
 METRICS = ("psnr_brain", "ssim_brain", "mae_brain")
 
 
-def calibrate_sigma(epsilon: float, delta: float, sample_rate: float, steps: int) -> float:
-    """Smallest σ (to 0.01) whose two releases per step (G and D) over `steps` steps at
-    Poisson rate `sample_rate` stay within (ε, δ) under the RDP accountant."""
-
-    def eps(sigma: float) -> float:
-        release = (sigma, sample_rate)
-        return PrivacyAccountant("rdp", "slice").epsilon(
-            delta, {"generators": release, "discriminators": release}, steps
-        )
-
-    low, high = 0.3, 50.0
-    if eps(high) > epsilon:
-        raise ValueError(f"ε={epsilon} unreachable in {steps} steps at q={sample_rate:.3f}")
-    while high - low > 0.01:
-        mid = 0.5 * (low + high)
-        low, high = (low, mid) if eps(mid) <= epsilon else (mid, high)
-    return math.ceil(high * 100) / 100
-
-
 def rows(prefix: str, summary: dict[str, float]) -> dict[str, float]:
     """{"psnr_brain_<prefix>": …, "ssim_brain_<prefix>": …, "mae_brain_<prefix>": …}."""
     return {f"{m}_{prefix}": summary[m] for m in METRICS}
@@ -121,9 +102,7 @@ def scored(model, test: dict[str, SliceSet], cfg: FedsynthConfig, into=None) -> 
 
 def run_federated(cfg: FedsynthConfig, run_dir: Path, sites: int) -> dict[str, float]:
     """One Flower simulation; the server's pooled evaluation of the final global model."""
-    cfg = cfg.replace(
-        **{"federation.run-dir": str(run_dir), "federation.min-nodes": sites}
-    )
+    cfg = cfg.replace(**{"federation.run-dir": str(run_dir), "federation.min-nodes": sites})
     # All sites train at once, one thread each, sharing the machine's cores.
     run = simulate(cfg, baselines=False, cpus_per_site=1.0 / sites)
     return federated_result(run.metrics())
@@ -273,18 +252,18 @@ def main() -> None:
                 "privacy_unit_is_subject_federated_dp": 0.0,
             }
 
-    figures["gap_centralized_vs_oracle_db"] = figures["psnr_brain_oracle"] - figures[
-        "psnr_brain_centralized"
-    ]
-    figures["gap_federated_vs_centralized_db"] = figures["psnr_brain_centralized"] - figures[
-        "psnr_brain_federated"
-    ]
-    figures["gain_federated_over_local_mean_db"] = figures["psnr_brain_federated"] - figures[
-        "psnr_brain_local_mean"
-    ]
-    figures["gap_federated_dp_vs_federated_db"] = figures["psnr_brain_federated"] - figures[
-        "psnr_brain_federated_dp"
-    ]
+    figures["gap_centralized_vs_oracle_db"] = (
+        figures["psnr_brain_oracle"] - figures["psnr_brain_centralized"]
+    )
+    figures["gap_federated_vs_centralized_db"] = (
+        figures["psnr_brain_centralized"] - figures["psnr_brain_federated"]
+    )
+    figures["gain_federated_over_local_mean_db"] = (
+        figures["psnr_brain_federated"] - figures["psnr_brain_local_mean"]
+    )
+    figures["gap_federated_dp_vs_federated_db"] = (
+        figures["psnr_brain_federated"] - figures["psnr_brain_federated_dp"]
+    )
     figures["target_centralized_within_2db_of_oracle"] = float(
         figures["gap_centralized_vs_oracle_db"] <= 2.0
     )
