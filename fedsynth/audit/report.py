@@ -13,8 +13,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from fedsynth.atomic import atomic_save_figure, atomic_write_bytes  # noqa: E402
 from fedsynth.audit.roc import FPR_POINTS, AttackResult  # noqa: E402
-from fedsynth.privacy.accountant import atomic_write_bytes  # noqa: E402
 
 COLUMNS = ("auc", "balanced_accuracy", *(f"tpr_at_{t:g}_fpr" for t in FPR_POINTS))
 
@@ -39,12 +39,7 @@ def plot_roc(results: list[AttackResult], path: Path, title: str) -> Path:
     ax.legend(fontsize=7, loc="lower right")
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(path).with_name(f".{Path(path).name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return Path(path)
+    return atomic_save_figure(fig, path)
 
 
 def markdown_table(results: list[AttackResult]) -> str:

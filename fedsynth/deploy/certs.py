@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from fedsynth.privacy.accountant import atomic_write_bytes
+from fedsynth.atomic import atomic_write_bytes
 
 VALID_DAYS = 365
 

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import functools
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
+from fedsynth.atomic import atomic_write_bytes
 from fedsynth.models.base import PLAYERS
 from fedsynth.privacy.config import ACCOUNTANTS, UNITS
 
@@ -33,27 +32,11 @@ def _opacus_accountants() -> dict[str, type]:
 
     return {"rdp": RDPAccountant, "prv": PRVAccountant}
 
+
 _FORMAT = 1
 
 Release = tuple[float, float]
 """(noise_multiplier, sample_rate) of one player's release per step."""
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temporary file in the same directory + os.replace: a crash leaves either the
-    old file or the new one, never a truncated one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @functools.lru_cache(maxsize=128)

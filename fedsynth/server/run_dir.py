@@ -16,7 +16,6 @@ round never touches a good checkpoint; resume picks the newest round whose files
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fedsynth.atomic import atomic_write_bytes
 from fedsynth.config import FedsynthConfig
 from fedsynth.models import SynthesisModel
 from fedsynth.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -32,9 +32,7 @@ _ROUND = re.compile(r"^round-(\d{4,})\.safetensors$")
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, text.encode())
 
 
 class RunDirectory:

@@ -24,13 +24,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from rich.console import Console  # noqa: E402
 
+from fedsynth.atomic import atomic_save_figure, atomic_write_bytes  # noqa: E402
 from fedsynth.audit.accounting import check_run  # noqa: E402
 from fedsynth.audit.run import audit_run  # noqa: E402
 from fedsynth.config import FedsynthConfig  # noqa: E402
 from fedsynth.data.pipeline import prepare_sites  # noqa: E402
 from fedsynth.data.slices import SiteData  # noqa: E402
 from fedsynth.models import build_model  # noqa: E402
-from fedsynth.privacy.accountant import atomic_write_bytes  # noqa: E402
 from fedsynth.privacy.calibrate import calibrate_sigma  # noqa: E402
 from fedsynth.privacy.sampling import UnitIndex  # noqa: E402
 from fedsynth.server.report import federated_result  # noqa: E402
@@ -252,8 +252,4 @@ def plot_sweep(rows: list[dict[str, Any]], path: Path) -> Path:
     left.set_title("utility vs ε (dashed: no DP)", fontsize=10)
     right.set_title("attack AUC vs ε (dashed: no DP)", fontsize=10)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return atomic_save_figure(fig, path)

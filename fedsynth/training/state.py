@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 
-from fedsynth.privacy.accountant import PrivacyAccountant, atomic_write_bytes
+from fedsynth.atomic import atomic_write_bytes
+from fedsynth.privacy.accountant import PrivacyAccountant
 
 STATE_FILE = "state.pt"
 ACCOUNTANT_FILE = "accountant.json"
