@@ -106,7 +106,6 @@ from fedsynth.simulations.scenarios import scenario_config  # noqa: E402
 
 TINY = {
     "data.preprocess.image-size": 32,
-    "model.image-size": 32,
     "model.base-channels": 4,
     "model.res-blocks": 1,
     "model.disc-channels": 4,
@@ -334,7 +333,7 @@ def simulate_instrumented(cfg: FedsynthConfig, cpus_per_site: float, work: Path)
     from flwr.simulation import run_simulation
 
     sites, _ = prepare_sites(cfg.data, progress=False)
-    cfg = cfg.federated(len(sites))
+    cfg = cfg.replace(**{"federation.min-nodes": min(cfg.federation.min_nodes, len(sites))})
     names = {i: s.site for i, s in enumerate(sites)}
     log_path = work / f"clients-{uuid.uuid4().hex[:8]}.jsonl"
     log_path.touch()

@@ -11,8 +11,8 @@ from pathlib import Path
 from rich.console import Console
 
 from fedsynth.data.phantom import PhantomConfig, generate_phantom
+from fedsynth.evaluation.comparison import comparison_table
 from fedsynth.server.report import federated_result
-from fedsynth.simulations.report import comparison_table
 from fedsynth.simulations.scenarios import scenario_config
 from fedsynth.simulations.simulate import simulate
 
@@ -21,7 +21,6 @@ console = Console()
 # Sized to finish in minutes on a 2-core laptop CPU; `fedsynth simulate` runs longer ones.
 DEMO = {
     "data.preprocess.image-size": 64,
-    "model.image-size": 64,
     "federation.num-rounds": 5,
     "federation.local-steps": 40,
 }

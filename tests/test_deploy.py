@@ -13,18 +13,17 @@ from pathlib import Path
 import pytest
 from conftest import write_tiny_dataset
 
-from fedsynth.client.rounds import arrays_digest, read_rounds
+from fedsynth.client.rounds import arrays_digest
+from fedsynth.client.state_dir import SiteStateDir
 from fedsynth.deploy.certs import make_node_key, make_server_certificates
 from fedsynth.deploy.commands import node_config, run_command
 from fedsynth.deploy.local import LocalFederation
 from fedsynth.deploy.processes import stop, wait_for
 from fedsynth.models.checkpoint import load_checkpoint
-from fedsynth.training.state import LocalState
 
 SITES = ("hospA", "hospB", "hospC")
 TINY = {
     "data.preprocess.image-size": 32,
-    "model.image-size": 32,
     "model.base-channels": 4,
     "model.res-blocks": 1,
     "model.disc-channels": 4,
@@ -138,7 +137,8 @@ def test_run_completes_when_a_site_dies_mid_run(federation) -> None:
     assert len(rows[0]["sites"]) == 3
     trained = [s for s in rows[1]["sites"].values() if s.get("train_status") == "accepted"]
     assert len(trained) == 2
-    assert len(read_rounds(fed.site_state("hospC"))) == 1  # its state stays, for its return
+    # its state stays, for its return
+    assert len(SiteStateDir(fed.site_state("hospC")).rounds()) == 1
 
 
 def test_tls_authenticated_run_survives_a_server_crash(federation) -> None:
@@ -181,9 +181,9 @@ def test_tls_authenticated_run_survives_a_server_crash(federation) -> None:
     expected = arrays_digest({k: state[k].numpy() for k in ckpt1.meta["shared_keys"]})
     steps = TINY["federation.local-steps"]
     for site in SITES[:2]:
-        log = read_rounds(fed.site_state(site))
+        log = SiteStateDir(fed.site_state(site)).rounds()
         assert len(log) == 2, log  # round 2 trained once, whether before or after the crash
         assert log[1]["input"] == expected  # round 2 started from round 1's checkpoint
         assert [r["step"] for r in log] == [steps, 2 * steps]
-        assert LocalState.load(fed.site_state(site)).step == 2 * steps
+        assert SiteStateDir(fed.site_state(site)).load_state().step == 2 * steps
     assert not fed.site_state("hospC").exists()

@@ -12,10 +12,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from synthetic_slices import site, slice_set, tiny_config
 
+from fedsynth.client.state_dir import SiteStateDir
+from fedsynth.data.config import PreprocessConfig
 from fedsynth.data.slices import SiteData
 from fedsynth.models import PLAYERS, build_model
 from fedsynth.privacy import PrivacyConfig
-from fedsynth.training import SHAREABLE_METRICS, LocalState, TrainConfig, train_local
+from fedsynth.training import SHAREABLE_METRICS, TrainConfig, train_local
 from fedsynth.training.engine import Proximal
 
 TRAIN = TrainConfig(steps=6, batch_size=4, lr=1e-3)
@@ -53,34 +55,46 @@ def test_steps_run_and_change_every_group(
         assert state.accountant is None and metrics["generators/samples"] == 2 * TRAIN.batch_size
 
 
-@pytest.mark.parametrize("privacy", [NON_DP, DP], ids=["nondp", "dp"])
-def test_training_is_deterministic_under_a_seed(privacy: PrivacyConfig) -> None:
-    runs = []
-    for seed in (0, 0, 1):
-        model = build_model(tiny_config("unified"))
-        train_local(
-            model, site(("T1", "T2", "PD")), dataclasses.replace(TRAIN, seed=seed), privacy, steps=2
-        )
-        runs.append(weights(model))
+def _unified_run(train: TrainConfig, privacy: PrivacyConfig, **kwargs) -> dict:
+    model = build_model(tiny_config("unified"))
+    train_local(model, site(("T1", "T2", "PD")), train, privacy, steps=2, **kwargs)
+    return weights(model)
+
+
+def test_non_private_training_is_deterministic_under_train_seed() -> None:
+    runs = [_unified_run(dataclasses.replace(TRAIN, seed=s), NON_DP) for s in (0, 0, 1)]
     assert same(runs[0], runs[1])
     assert not same(runs[0], runs[2])
+
+
+def test_private_randomness_ignores_train_seed_and_follows_the_secret() -> None:
+    """The server knows train.seed: it must not determine DP sampling or noise."""
+    same_config = [_unified_run(TRAIN, DP) for _ in range(2)]
+    assert not same(*same_config)  # no secret given: a fresh one per run
+    by_secret = [_unified_run(TRAIN, DP, secret_seed=s) for s in (7, 7, 8)]
+    assert same(by_secret[0], by_secret[1])
+    assert not same(by_secret[0], by_secret[2])
+    fixed = dataclasses.replace(DP, noise_seed=3)  # the opt-in, NOT private
+    assert same(
+        _unified_run(TRAIN, fixed, secret_seed=1), _unified_run(TRAIN, fixed, secret_seed=2)
+    )
 
 
 @pytest.mark.parametrize("privacy", [NON_DP, DP], ids=["nondp", "dp"])
 def test_resume_equals_uninterrupted_run(privacy: PrivacyConfig, tmp_path) -> None:
     data = site()
     straight = build_model(tiny_config())
-    metrics, straight_state = train_local(straight, data, TRAIN, privacy, steps=4)
+    metrics, straight_state = train_local(straight, data, TRAIN, privacy, steps=4, secret_seed=5)
 
     first = build_model(tiny_config())
-    _, state = train_local(first, data, TRAIN, privacy, steps=2)
-    state.save(tmp_path)
-    torch.save(first.state_dict(), tmp_path / "model.pt")
+    _, state = train_local(first, data, TRAIN, privacy, steps=2, secret_seed=5)
+    saved = SiteStateDir(tmp_path / "site")
+    saved.save(first, PreprocessConfig(image_size=32), state)
 
-    resumed = build_model(tiny_config(), seed=99)  # weights come from the checkpoint
-    resumed.load_state_dict(torch.load(tmp_path / "model.pt", weights_only=True))
+    resumed = build_model(tiny_config(), seed=99)  # weights come from the state directory
+    assert saved.load_model(resumed)
     resumed_metrics, resumed_state = train_local(
-        resumed, data, TRAIN, privacy, LocalState.load(tmp_path), steps=2
+        resumed, data, TRAIN, privacy, saved.load_state(), steps=2
     )
     assert same(weights(straight), weights(resumed))
     assert resumed_state.step == straight_state.step == 4

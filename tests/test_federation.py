@@ -23,7 +23,6 @@ from fedsynth.server.app import run_federation
 
 TINY = {
     "data.preprocess.image-size": 32,
-    "model.image-size": 32,
     "model.base-channels": 4,
     "model.res-blocks": 1,
     "model.disc-channels": 4,
@@ -58,7 +57,7 @@ def make(data_root: Path, run_dir: Path, **flat) -> tuple[FedsynthConfig, list]:
         | flat
     )
     sites, _ = prepare_sites(cfg.data, progress=False)
-    return cfg.federated(len(sites)), sites
+    return cfg, sites
 
 
 def run(cfg, sites, node_configs=None, tamper=None) -> ClientAppGrid:
@@ -213,3 +212,36 @@ def test_budget_exhausted_site_is_skipped_and_reported(data_root: Path, tmp_path
     accountant = json.loads((tmp_path / "run" / "sites" / "hospC" / "accountant.json").read_text())
     assert accountant
     assert "hospC" in (tmp_path / "run" / "report.md").read_text()
+
+
+@pytest.mark.parametrize(("strategy", "mu"), [("fedavg", 0.0), ("fedprox", 0.25)])
+def test_mu_reaches_the_engine_only_from_fedprox(
+    strategy: str, mu: float, data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """μ travels once: FedProx's own "proximal-mu" instruction key. Any other strategy trains
+    without a proximal term, and a μ configured for one is refused up front."""
+    import fedsynth.client.site as site_module
+
+    seen: list[float | None] = []
+    real = site_module.train_local
+
+    def spy(*args, **kwargs):
+        proximal = args[6] if len(args) > 6 else kwargs.get("proximal")
+        seen.append(None if proximal is None else proximal.mu)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(site_module, "train_local", spy)
+    cfg, sites = make(
+        data_root,
+        tmp_path / "run",
+        **{
+            "federation.strategy": strategy,
+            "federation.proximal-mu": mu,
+            "federation.num-rounds": 1,
+            "privacy.enabled": False,
+        },
+    )
+    run(cfg, sites)
+    assert seen == [mu or None] * len(sites)
+    with pytest.raises(ValueError, match="proximal-mu=0.25 needs federation.strategy='fedprox'"):
+        FedsynthConfig.from_flat({"federation.strategy": "fedavg", "federation.proximal-mu": 0.25})

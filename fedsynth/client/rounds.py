@@ -3,26 +3,22 @@
 When the server dies after a site trained a round but before that round's checkpoint was
 written, the resumed run sends the same round again: the same global weights under the same
 configuration. Training it again would spend privacy budget twice for one round and push the
-site's step counter (and learning-rate schedule) past the run's end; instead the site answers
-with the reply it already computed — re-sending a released update costs no privacy.
+site's step counter (and learning-rate schedule) past the run's end; instead the site
+answers with the reply it already computed — re-sending a released update costs no privacy.
 
-`rounds.jsonl` in the state directory holds one line per trained round: the digest of what
-was asked (run + received tensors), the step counter after it, and the metrics
-replied. The line is appended after the model, optimizer and accountant are saved, so a crash
-before it makes the site train the round again (at worst counting ε once more, never less).
+`rounds.jsonl` in the state directory (`SiteStateDir.rounds`) holds one line per trained
+round: the digest of what was asked (run + received tensors), the step counter after it, and
+the metrics replied. The line is appended after the model, optimizer and accountant are
+saved, so a crash before it makes the site train the round again (at worst counting ε once
+more, never less).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
 
 import numpy as np
-
-ROUNDS_FILE = "rounds.jsonl"
 
 
 def instruction_digest(run: str, arrays: Mapping[str, np.ndarray]) -> str:
@@ -39,24 +35,3 @@ def instruction_digest(run: str, arrays: Mapping[str, np.ndarray]) -> str:
 def arrays_digest(arrays: Mapping[str, np.ndarray]) -> str:
     """SHA-256 of tensors alone: lets a test match a site's input to a server checkpoint."""
     return instruction_digest("", arrays)
-
-
-def read_rounds(state_dir: Path) -> list[dict[str, Any]]:
-    """Every complete line of the log (a torn last line from a crash is ignored)."""
-    path = Path(state_dir) / ROUNDS_FILE
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
-
-
-def append_round(state_dir: Path, row: Mapping[str, Any]) -> None:
-    path = Path(state_dir) / ROUNDS_FILE
-    torn = path.is_file() and path.stat().st_size and not path.read_bytes().endswith(b"\n")
-    with path.open("a") as fh:
-        fh.write(("\n" if torn else "") + json.dumps(dict(row)) + "\n")

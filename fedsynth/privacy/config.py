@@ -24,6 +24,10 @@ class PrivacyConfig:
         contributes many slices).
     sample_rate: Poisson inclusion probability q of each unit; None means
         min(1, batch_size / number of units), i.e. the training batch size is the expected one.
+    noise_seed: NOT PRIVATE when set. None (default): the sampling and noise are seeded from a
+        secret the site draws from the OS's secure random source (`fedsynth.privacy.secret`).
+        An int fixes them for reproducible experiments, and anyone who knows the config can
+        then regenerate and subtract the noise.
     """
 
     enabled: bool = True
@@ -34,6 +38,7 @@ class PrivacyConfig:
     accountant: str = "rdp"
     unit: str = "subject"
     sample_rate: float | None = None
+    noise_seed: int | None = None
 
     def __post_init__(self) -> None:
         if not self.noise_multiplier > 0:

@@ -127,9 +127,7 @@ class RoundRecorder:
 
     def server_metrics(self, shared: Mapping[str, np.ndarray]) -> dict[str, float]:
         """Load the aggregate into the server's model; evaluate it where the server has data."""
-        state = self.model.state_dict()
-        for key, value in shared.items():
-            state[key].copy_(state[key].new_tensor(np.asarray(value)).reshape(state[key].shape))
+        self.model.load_state_dict(self.model.state_with(shared), strict=True)
         if self.eval_sites and self.cfg.federation.server_eval:
             return server_evaluation(self.model, self.eval_sites, self.cfg)
         return {}
@@ -261,11 +259,7 @@ def make_server_app(
 
     @server_app.main()
     def main(grid: Grid, context: Context) -> None:
-        if cfg is None:  # `flwr run`: the run config, made consistent like a simulation's
-            from_run = FedsynthConfig.from_flat(dict(context.run_config))
-            run_cfg = from_run.federated(from_run.federation.min_nodes)
-        else:
-            run_cfg = cfg
+        run_cfg = FedsynthConfig.from_flat(dict(context.run_config)) if cfg is None else cfg
         run_federation(grid, run_cfg, eval_sites, site_names)
 
     return server_app

@@ -3,6 +3,7 @@ backend): the same ClientApp and ServerApp as a deployment, one virtual SuperNod
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 
@@ -28,7 +29,7 @@ def simulate(
 
     # Build the slice cache once here, before the sites (Ray actors) open it read-only.
     sites, cache = prepare_sites(cfg.data)
-    cfg = cfg.federated(len(sites))
+    cfg = cfg.replace(**{"federation.min-nodes": min(cfg.federation.min_nodes, len(sites))})
     console.print(
         f"[bold]simulating[/] {len(sites)} sites ({', '.join(s.site for s in sites)}), "
         f"{cfg.federation.num_rounds} rounds × {cfg.federation.local_steps} steps, "
@@ -51,7 +52,8 @@ def simulate(
     if baselines:
         from fedsynth.simulations.baselines import run_baselines
 
-        run_baselines(cfg, sites, run.path / "baselines")
+        same_budget = dataclasses.replace(cfg, train=cfg.federated_train)  # as one fed. site
+        run_baselines(same_budget, sites, run.path / "baselines")
         (run.path / "baselines.json").write_text(
             (run.path / "baselines" / "baselines.json").read_text()
         )
