@@ -209,3 +209,35 @@ def test_fedprox_term_pulls_shared_weights_to_the_anchor(privacy: PrivacyConfig)
         after = weights(model)
         drift[mu] = sum(float((after[k] - anchor[k]).norm()) for k in anchor)
     assert drift[50.0] < drift[0.0]
+
+
+@pytest.mark.parametrize("unit", ["subject", "slice"])
+def test_dp_releases_use_q_from_units_and_divide_by_the_expected_batch(
+    unit: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Spy on every release and accountant step: q = B / units (subjects under unit=subject,
+    slices under unit=slice) and the divisor is q·units, never the realised batch."""
+    import fedsynth.training.engine as engine
+    from fedsynth.privacy.accountant import PrivacyAccountant
+
+    slices, subjects = 12, 4  # per modality; subject names differ between modalities
+    units = 2 * (subjects if unit == "subject" else slices)
+    q = TRAIN.batch_size / units
+    releases, steps = [], []
+    real_release, real_step = engine.private_gradient, PrivacyAccountant.step
+
+    def spy_release(model, player, batch, **kwargs):
+        releases.append((player, kwargs["expected_batch_size"], kwargs["noise_multiplier"]))
+        return real_release(model, player, batch, **kwargs)
+
+    def spy_step(self, player, sigma, sample_rate):
+        steps.append((player, sigma, sample_rate))
+        return real_step(self, player, sigma, sample_rate)
+
+    monkeypatch.setattr(engine, "private_gradient", spy_release)
+    monkeypatch.setattr(PrivacyAccountant, "step", spy_step)
+    privacy = dataclasses.replace(DP, unit=unit, noise_multiplier=1.3)
+    model = build_model(tiny_config())
+    train_local(model, site(slices=slices, subjects=subjects), TRAIN, privacy, steps=3)
+    assert releases == [(p, pytest.approx(q * units), 1.3) for _ in range(3) for p in PLAYERS]
+    assert steps == [(p, 1.3, pytest.approx(q)) for _ in range(3) for p in PLAYERS]

@@ -20,6 +20,13 @@ def per_sample_norms(per_sample: Grads) -> Tensor:
     return torch.stack(squares).sum(dim=0).sqrt()
 
 
+def clip_factors(per_sample: Grads, max_grad_norm: float) -> tuple[Tensor, Tensor]:
+    """Per-sample factors min(1, C / ||g_i||) that bring every sample's gradient (over ALL of
+    the player's tensors) to norm <= C, and the norms themselves: ((n,), (n,))."""
+    norms = per_sample_norms(per_sample)
+    return (max_grad_norm / (norms + 1e-6)).clamp(max=1.0), norms
+
+
 def clip_and_noise(
     per_sample: Grads,
     *,
@@ -31,8 +38,7 @@ def clip_and_noise(
     """The private gradient from per-sample gradients (n may be 0), and the per-sample norms."""
     if not expected_batch_size > 0:
         raise ValueError(f"expected_batch_size must be > 0, got {expected_batch_size!r}")
-    norms = per_sample_norms(per_sample)
-    scale = (max_grad_norm / (norms + 1e-6)).clamp(max=1.0)
+    scale, norms = clip_factors(per_sample, max_grad_norm)
     std = noise_multiplier * max_grad_norm
     private = {}
     for name, g in per_sample.items():
