@@ -125,7 +125,8 @@ def test_layers_below_the_apps_do_not_import_flower() -> None:
 
 def test_the_checker_sees_a_planted_cycle_and_an_upward_import() -> None:
     """The oracle itself: a cycle and an upward edge written here are caught."""
-    edges = {"fedsynth.a": {"fedsynth.b"}, "fedsynth.b": {"fedsynth.c"}, "fedsynth.c": {"fedsynth.a"}}
-    assert find_cycle(edges) == ["fedsynth.a", "fedsynth.b", "fedsynth.c", "fedsynth.a"]
-    assert find_cycle({"fedsynth.a": {"fedsynth.b"}, "fedsynth.b": set()}) is None
+    a, b, c = "fedsynth.a", "fedsynth.b", "fedsynth.c"
+    edges = {a: {b}, b: {c}, c: {a}}
+    assert find_cycle(edges) == [a, b, c, a]
+    assert find_cycle({a: {b}, b: set()}) is None
     assert layer("fedsynth.data.cache") < layer("fedsynth.cli.common")
