@@ -12,6 +12,7 @@ import pytest
 from conftest import write_tiny_dataset
 from flower_grid import ClientAppGrid, set_task_identity
 from flwr.app import Array, ArrayRecord, Message, RecordDict
+from payload_oracle import expected_shared_keys, unexpected_metrics
 from safetensors.torch import load_file
 
 from fedsynth.client.app import app as client_app
@@ -103,16 +104,20 @@ def test_rounds_write_checkpoints_metrics_and_report(data_root: Path, tmp_path: 
     ids=["generators", "all", "fedbn"],
 )
 def test_payload_audit(data_root: Path, tmp_path: Path, flat, groups, norm_local) -> None:
-    """Every array in a real reply is a shared model parameter of this site; metrics are scalars."""
+    """Every array in a real reply is a shared parameter of this site, by the test's own list of
+    network prefixes; every metric name is on the allow-list; nothing else is sent."""
     cfg, sites = make(data_root, tmp_path / "run", **{"federation.num-rounds": 1, **flat})
     grid = run(cfg, sites)
     model = build_model(cfg.model)
     state = model.state_dict()
-    expected = model.shared_keys(groups, keep_norm_local=norm_local)
+    expected = expected_shared_keys(model, "cyclegan", groups, norm_local)
     assert expected and (not norm_local or not any(".norm." in k for k in expected))
-    train_replies = [(n, r) for n, r in grid.replies if r.metadata.message_type == "train"]
-    assert len(train_replies) == 3
-    for node, reply in train_replies:
+    replies = {
+        phase: [(n, r) for n, r in grid.replies if r.metadata.message_type == phase]
+        for phase in ("train", "evaluate")
+    }
+    assert len(replies["train"]) == len(replies["evaluate"]) == 3
+    for node, reply in replies["train"]:
         assert set(reply.content.array_records) == {"arrays"}
         arrays = {k: a.numpy() for k, a in reply.content["arrays"].items()}
         assert list(arrays) == expected
@@ -120,12 +125,16 @@ def test_payload_audit(data_root: Path, tmp_path: Path, flat, groups, norm_local
         local = load_file(str(tmp_path / "run" / "sites" / site / "model.safetensors"))
         for key, value in arrays.items():
             assert value.shape == tuple(state[key].shape)
-            # Not data-derived: no array has the shape of an image or a batch of images.
-            assert value.shape[-2:] != (32, 32)
             np.testing.assert_array_equal(value, local[key].numpy())
-        for record in reply.content.metric_records.values():
-            assert all(isinstance(v, (int, float)) for v in record.values())
-        assert set(reply.content.config_records) == set()
+    for phase, phase_replies in replies.items():
+        for _, reply in phase_replies:
+            assert set(reply.content.config_records) == set()
+            assert set(reply.content.metric_records) == {"metrics"}
+            metrics = reply.content["metrics"]
+            assert unexpected_metrics(metrics, phase) == set(), phase
+            assert all(isinstance(v, (int, float)) for v in metrics.values())
+        if phase == "evaluate":
+            assert all(set(r.content.array_records) == set() for _, r in phase_replies)
 
 
 def test_resume_continues_from_the_last_checkpoint(data_root: Path, tmp_path: Path) -> None:
