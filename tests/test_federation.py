@@ -137,34 +137,51 @@ def test_payload_audit(data_root: Path, tmp_path: Path, flat, groups, norm_local
             assert all(set(r.content.array_records) == set() for _, r in phase_replies)
 
 
+def _rows(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _first_train_arrays(grid: ClientAppGrid) -> dict[str, np.ndarray]:
+    first = next(m for m in grid.instructions if m.metadata.message_type == "train")
+    return {k: a.numpy() for k, a in first.content["arrays"].items()}
+
+
 def test_resume_continues_from_the_last_checkpoint(data_root: Path, tmp_path: Path) -> None:
     cfg, sites = make(data_root, tmp_path / "run")
     run(cfg, sites)
-    round2 = load_checkpoint(
-        tmp_path / "run" / "checkpoints" / "round-0002.safetensors"
-    ).model.state_dict()
+    checkpoints = tmp_path / "run" / "checkpoints"
+    round2 = load_checkpoint(checkpoints / "round-0002.safetensors").model.state_dict()
     longer = cfg.replace(
-        **{
-            "federation.num-rounds": 3,
-            "federation.resume-from": str(tmp_path / "run"),
-            "train.steps": 6,
-        }
+        **{"federation.num-rounds": 3, "federation.resume-from": str(tmp_path / "run")}
     )
-    grid = run(longer, sites)
-    first = next(m for m in grid.instructions if m.metadata.message_type == "train")
-    for key, array in first.content["arrays"].items():
-        np.testing.assert_array_equal(array.numpy(), round2[key].numpy())
-    rows = [
-        json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
-    ]
-    assert [r["round"] for r in rows] == [1, 2, 3]
-    assert (tmp_path / "run" / "checkpoints" / "round-0003.safetensors").is_file()
+    for key, array in _first_train_arrays(run(longer, sites)).items():
+        np.testing.assert_array_equal(array, round2[key].numpy())
+    assert [r["round"] for r in _rows(tmp_path / "run")] == [1, 2, 3]
+    assert (checkpoints / "round-0003.safetensors").is_file()
     with pytest.raises(ValueError, match="not a fedsynth run directory"):
         run(cfg.replace(**{"federation.resume-from": str(tmp_path / "empty")}), sites)
-    for ckpt in (tmp_path / "run" / "checkpoints").glob("*.safetensors"):
+    for ckpt in checkpoints.glob("*.safetensors"):
         ckpt.write_bytes(b"truncated")  # no complete checkpoint left
     with pytest.raises(ValueError, match="no complete checkpoint"):
         run(longer, sites)
+
+
+def test_resume_skips_a_corrupt_last_checkpoint(data_root: Path, tmp_path: Path) -> None:
+    """Only the newest checkpoint is broken: the run resumes from the one before it, and the
+    metrics rows of the lost round are dropped before that round is run again."""
+    cfg, sites = make(data_root, tmp_path / "run")
+    run(cfg, sites)
+    checkpoints = tmp_path / "run" / "checkpoints"
+    round1 = load_checkpoint(checkpoints / "round-0001.safetensors").model.state_dict()
+    lost = _rows(tmp_path / "run")[1]
+    (checkpoints / "round-0002.safetensors").write_bytes(b"truncated")
+    again = cfg.replace(**{"federation.resume-from": str(tmp_path / "run")})
+    for key, array in _first_train_arrays(run(again, sites)).items():
+        np.testing.assert_array_equal(array, round1[key].numpy())
+    rows = _rows(tmp_path / "run")
+    assert [r["round"] for r in rows] == [1, 2]
+    assert rows[1]["seconds"] != lost["seconds"]  # the row of the rerun round, not the lost one
+    assert load_checkpoint(checkpoints / "round-0002.safetensors").meta["round"] == 2
 
 
 def _poison(kind: str):
