@@ -135,6 +135,7 @@ class Release:
     sample_rate: float
     max_grad_norm: float
     num_units: int
+    secure_mode: bool = False
 
     @property
     def expected_batch(self) -> float:
@@ -190,7 +191,11 @@ def _setup(
     if accountant is not None:
         q = privacy_cfg.sample_rate or min(1.0, train_cfg.batch_size / index.num_units)
         release = Release(
-            privacy_cfg.noise_multiplier, q, privacy_cfg.max_grad_norm, index.num_units
+            privacy_cfg.noise_multiplier,
+            q,
+            privacy_cfg.max_grad_norm,
+            index.num_units,
+            privacy_cfg.secure_mode,
         )
     dp_stats = ("clip_fraction", "grad_norm") if release is not None else ()
     sums = {f"{p}/{t}": 0.0 for p in PLAYERS for t in model.loss_terms(p) + dp_stats}
@@ -234,6 +239,7 @@ def _update(session: _Session, player: str, lr: float) -> None:
             noise_multiplier=rel.noise_multiplier,
             expected_batch_size=rel.expected_batch,
             generator=s.generator,
+            secure_mode=rel.secure_mode,
         )
         s.accountant.step(player, rel.noise_multiplier, rel.sample_rate)
         s.sums[f"{player}/clip_fraction"] += float((norms > rel.max_grad_norm).sum())
