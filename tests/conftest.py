@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny synthetic NIfTI datasets written with the real layout writers."""
+"""Shared fixtures: tiny synthetic NIfTI datasets written with the real layout writers, and a
+tiny untrained checkpoint to translate with."""
 
 from __future__ import annotations
 
@@ -8,10 +9,14 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from fedsynth.data.config import PreprocessConfig
 from fedsynth.data.layouts import write_subject
+from fedsynth.models import ModelConfig, build_model
+from fedsynth.models.checkpoint import save_checkpoint
 
 AFFINE = np.diag([2.0, 2.0, 2.0, 1.0])
 SHAPE = (24, 28, 20)
+TINY_MODEL = dict(image_size=32, base_channels=4, res_blocks=1, disc_channels=4, disc_layers=2)
 
 
 def head(rng: np.random.Generator, contrast: float) -> np.ndarray:
@@ -44,3 +49,12 @@ def write_tiny_dataset(
 @pytest.fixture
 def tiny_bids(tmp_path: Path) -> Path:
     return write_tiny_dataset(tmp_path / "data")
+
+
+@pytest.fixture
+def ckpt(tmp_path: Path) -> Path:
+    """An untrained T1 <-> T2 CycleGAN on 32-px slices (seeded)."""
+    model = build_model(ModelConfig(**TINY_MODEL), seed=1)
+    return save_checkpoint(
+        tmp_path / "m.safetensors", model, PreprocessConfig(image_size=32), {"round": 3}
+    )
