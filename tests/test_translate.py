@@ -16,6 +16,7 @@ from fedsynth.evaluation.translate import infer_modality, translate_volume
 from fedsynth.models import ModelConfig, build_model
 from fedsynth.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
+
 @pytest.fixture
 def volume(tmp_path: Path) -> Path:
     # An oblique, left-right flipped affine: the output must come back on exactly this grid.
