@@ -3,6 +3,9 @@ tiny untrained checkpoint to translate with."""
 
 from __future__ import annotations
 
+import builtins
+import errno
+import os
 from pathlib import Path
 
 import nibabel as nib
@@ -26,6 +29,31 @@ def head(rng: np.random.Generator, contrast: float) -> np.ndarray:
     inner = (x / 0.4) ** 2 + (y / 0.45) ** 2 + (z / 0.5) ** 2 < 1
     vol = np.where(outer, 100.0, 0.0) + np.where(inner, 50.0 * contrast, 0.0)
     return (vol + rng.normal(0, 2, SHAPE)).astype(np.float32).clip(0)
+
+
+def save_nifti(path: Path, data: np.ndarray, affine: np.ndarray = AFFINE) -> Path:
+    nib.save(nib.Nifti1Image(data, affine), path)
+    return path
+
+
+def deny_access(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make a file or folder unreadable. chmod does it for a normal user; root reads anything,
+    so for root `open` (files) and `os.scandir` (folders) raise the same PermissionError."""
+    if os.geteuid() != 0:
+        path.chmod(0)
+        return
+    denied = PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+
+    def guard(real):
+        def call(target, *args, **kwargs):
+            if isinstance(target, (str, os.PathLike)) and Path(target) == path:
+                raise denied
+            return real(target, *args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(builtins, "open", guard(builtins.open))
+    monkeypatch.setattr(os, "scandir", guard(os.scandir))
 
 
 def write_tiny_dataset(

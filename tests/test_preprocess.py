@@ -5,10 +5,10 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pytest
 from conftest import AFFINE, SHAPE, head
+from conftest import save_nifti as save
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -19,11 +19,6 @@ from fedsynth.data.preprocess import SlicePipeline, preprocess_subject
 from fedsynth.data.validation import read_volume
 
 CFG = PreprocessConfig(image_size=32)
-
-
-def save(path: Path, data: np.ndarray, affine: np.ndarray = AFFINE) -> Path:
-    nib.save(nib.Nifti1Image(data, affine), path)
-    return path
 
 
 def record(tmp_path: Path, t1: np.ndarray, t2: np.ndarray | None = None, **kw) -> SubjectRecord:

@@ -3,8 +3,8 @@
 1. read and validate every volume (`fedsynth.data.validation`: NIfTI, 3D, voxel sizes, size,
    finite, not constant), reoriented to the closest canonical orientation (RAS);
 2. check all of a subject's volumes share one grid;
-3. foreground mask: the subject's mask file, or the union of thresholded volumes (the
-   threshold is relative to each volume's background floor, so signed data work);
+3. foreground mask: the subject's mask file, or the union of each volume's thresholded
+   foreground (the threshold is relative to the volume's background floor: signed data work);
 4. percentile scaling of the foreground to [-1, 1], background -1;
 5. crop in-plane to the foreground's bounding box (plus a margin);
 6. axial slices with enough foreground, padded to square and resized.
@@ -28,21 +28,19 @@ from fedsynth.data.layouts import DatasetError, SubjectRecord
 from fedsynth.data.validation import Volume, check_same_grid, read_volume
 
 
-def foreground_mask(volumes: list[np.ndarray], threshold: float) -> np.ndarray:
-    """Union over contrasts of voxels above floor + `threshold` × (99th percentile − floor),
-    holes filled: a head/brain mask that needs no skull stripping.
+def foreground_mask(volume: np.ndarray, threshold: float) -> np.ndarray:
+    """Voxels above floor + `threshold` × (99th percentile − floor), opened and holes filled:
+    a head/brain mask that needs no skull stripping.
 
-    The floor is the volume's minimum — the background level: 0 for most MR exports, negative
+    The floor is the volume's minimum — its background level: 0 for most MR exports, negative
     for signed ones (e.g. int16 with background −1024 and tissue −900..1500). Measuring the
-    threshold from the floor, not from 0, keeps dark tissue of signed data in the mask and
-    gives the same mask as before for data whose background is 0.
+    threshold from the floor, not from 0, keeps the dark tissue of signed data in the mask,
+    makes the mask (and so the scaling) the same for a volume and the volume plus a constant,
+    and changes nothing for data whose background is 0.
     """
-    mask = np.zeros(volumes[0].shape, dtype=bool)
-    for vol in volumes:
-        floor = float(vol.min())
-        mask |= vol > floor + threshold * (float(np.percentile(vol, 99)) - floor)
-    mask = ndimage.binary_opening(mask, iterations=1)
-    return ndimage.binary_fill_holes(mask)
+    floor = float(volume.min())
+    mask = volume > floor + threshold * (float(np.percentile(volume, 99)) - floor)
+    return ndimage.binary_fill_holes(ndimage.binary_opening(mask, iterations=1))
 
 
 @dataclass(frozen=True)
@@ -59,19 +57,22 @@ def load_subject(record: SubjectRecord, cfg: PreprocessConfig) -> SubjectVolumes
     for modality, path in record.images.items():
         volumes[modality] = read_volume(path)
         check_same_grid(volumes[modality], next(iter(volumes.values())))
-    first = next(iter(volumes.values()))
     if record.mask is not None:
         given = read_volume(record.mask)
-        check_same_grid(given, first, what="mask grid")
-        mask, where = given.data > 0.5, f"{record.mask}: no foreground (no voxel > 0.5)"
-    else:
-        mask = foreground_mask([v.data for v in volumes.values()], cfg.foreground_threshold)
-        where = (
-            f"{first.path}: no foreground (no voxel above {cfg.foreground_threshold:g} of the "
-            "intensity range over the background)"
-        )
-    if not mask.any():
-        raise DatasetError(where)
+        check_same_grid(given, next(iter(volumes.values())), what="mask grid")
+        if not (given.data > 0.5).any():
+            raise DatasetError(f"{record.mask}: no foreground (no voxel > 0.5)")
+        return SubjectVolumes(volumes, given.data > 0.5)
+    # Without a mask file, the union of each volume's own foreground, each required.
+    mask = np.zeros(next(iter(volumes.values())).data.shape, bool)
+    for vol in volumes.values():
+        own = foreground_mask(vol.data, cfg.foreground_threshold)
+        if not own.any():
+            raise DatasetError(
+                f"{vol.path}: no foreground (no region above {cfg.foreground_threshold:g} of "
+                "the intensity range over the background)"
+            )
+        mask |= own
     return SubjectVolumes(volumes, mask)
 
 
