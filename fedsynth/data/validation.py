@@ -2,12 +2,13 @@
 
 `prepare`, training and simulation (through `prepare_sites`), the ClientApp (same) and
 `translate` all judge input files by the rules below, so one bad file gets one answer
-everywhere: a `DatasetError` whose one-line message starts with the file and says why.
+everywhere: a `DatasetError` whose one-line message names the file and says why.
 
 Rules for one file, in the order they are checked (the first that fails is the reason):
 
 1. It opens for reading: it exists, its permissions allow reading, a link is not dangling.
-   → "cannot open (…)"; checked when a layout lists the file and again when it is read.
+   → "cannot open (…)"; checked when a layout lists the file (and every folder it walks) and
+   again when the file is read.
 2. Its header parses as NIfTI-1/2. → "cannot read as NIfTI (…)"
 3. It is 3D. Trailing dimensions of length 1 are dropped first, so a 4D file holding a single
    volume is accepted as 3D; 2D, or 4D with several volumes, is refused. → "is 4D (shape …)"
@@ -25,8 +26,10 @@ Rules for one subject (`fedsynth.data.preprocess`):
 
 9. All of a subject's volumes and its mask lie on one grid (shape, and affine to 1e-3 mm).
    → "grid … differs from …"
-10. Its foreground is not empty and has an intensity range; for training, at least one axial
-    slice keeps enough foreground. → "no foreground …" / "no axial slice …"
+10. Each volume shows a foreground of its own (without a mask file; with one, the mask is not
+    empty), the foreground has an intensity range, and for training at least one axial slice
+    keeps `min_foreground` of it. → "no foreground (…)" / "no intensity range inside the
+    foreground" / "no axial slice has >= … foreground"
 
 Rules for a layout (`fedsynth.data.layouts`): every modality name is known ("unknown modality
 …") and a subject has one file per modality ("already has a T1 file").

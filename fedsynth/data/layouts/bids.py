@@ -44,7 +44,9 @@ class BIDSLayout(NamedFilesLayout):
     name = "bids"
     pattern = re.compile(r"^(sub-[A-Za-z0-9]+)(?:_[a-z]+-[A-Za-z0-9]+)*_([A-Za-z0-9]+)$")
 
-    def matches(self, root, policy=None):
+    def matches(
+        self, root: Path, policy: BadInputPolicy | None = None
+    ) -> Iterator[tuple[Path, re.Match[str]]]:
         return ((p, m) for p, m in super().matches(root, policy) if p.parent.name == "anat")
 
     def read(self, root: Path, site: str | None, policy: BadInputPolicy) -> Iterator[FileEntry]:
