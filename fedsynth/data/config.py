@@ -25,7 +25,8 @@ class PreprocessConfig:
     lower_percentile: float = 0.5
     upper_percentile: float = 99.5
     min_foreground: float = 0.05
-    # Without a mask file, foreground = voxels above this fraction of the 99th percentile.
+    # Without a mask file, foreground = voxels above floor + this fraction of (99th percentile
+    # − floor), floor = the volume's minimum (its background: 0, or negative for signed data).
     foreground_threshold: float = 0.1
     # In-plane crop to the subject's foreground bounding box plus this many voxels (-1: none).
     crop_margin: int = 4
@@ -64,7 +65,9 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         if self.layout != "auto" and self.layout not in LAYOUTS:
-            raise ValueError(f"layout={self.layout!r}: expected auto or one of {LAYOUTS}")
+            raise ValueError(
+                f"layout={self.layout!r}: expected auto or one of {', '.join(LAYOUTS)}"
+            )
         mods = tuple(normalise_modality(m) for m in self.modalities)
         if len(mods) < 2 or len(set(mods)) != len(mods):
             raise ValueError(f"modalities={self.modalities}: expected two or more distinct")
