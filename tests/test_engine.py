@@ -125,7 +125,8 @@ def test_budget_stops_training_before_exceeding_it(caplog) -> None:
         metrics, state = train_local(model, data, TRAIN, budgeted, state, steps=4)
     assert metrics["budget_exhausted"] == 1 and 0 < metrics["steps"] < 4
     assert metrics["epsilon"] <= budgeted.epsilon_budget
-    assert "privacy budget reached" in state.stop_reason and state.stop_reason in caplog.text
+    assert "privacy budget reached" in state.stop_reason
+    assert f"site site0: {state.stop_reason}" in caplog.messages
     before = weights(model)
     metrics, state = train_local(model, data, TRAIN, budgeted, state, steps=1)
     assert (
@@ -282,23 +283,32 @@ def _spy_releases(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict, torc
 
 @pytest.mark.parametrize("max_grad_norm", [1e-4, 1e4], ids=["all-clipped", "none-clipped"])
 def test_dp_metrics_are_means_over_the_releases_and_opacus_epsilon(
-    max_grad_norm: float, monkeypatch: pytest.MonkeyPatch
+    max_grad_norm: float, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Metrics recomputed from the spied releases by a plain loop; ε from a fresh Opacus
-    accountant over 2 players × 3 steps at q = B / subjects; lr of the last step taken."""
+    accountant over 2 players × 3 steps at q = B / subjects; lr of the last step taken; the
+    guarantee logged in words; Adam with the configured betas."""
     from opacus.accountants import RDPAccountant
 
     seen = _spy_releases(monkeypatch)
-    train = dataclasses.replace(TRAIN, lr_schedule="linear", decay_start=0.0)
+    train = dataclasses.replace(TRAIN, lr_schedule="linear", decay_start=0.0, betas=(0.3, 0.9))
     privacy = dataclasses.replace(DP, max_grad_norm=max_grad_norm, noise_multiplier=1.3)
     start = time.perf_counter()
-    metrics, _ = train_local(build_model(tiny_config()), site(), train, privacy, steps=3)
+    with caplog.at_level(logging.DEBUG, logger="fedsynth.training.engine"):
+        model = build_model(tiny_config())
+        metrics, state = train_local(model, site(), train, privacy, steps=3)
     wall = time.perf_counter() - start
     q = TRAIN.batch_size / 8  # 2 modalities × 4 subjects
     reference = RDPAccountant()
     for _ in range(6):
         reference.step(noise_multiplier=1.3, sample_rate=q)
-    assert metrics["epsilon"] == pytest.approx(reference.get_epsilon(delta=1e-5), rel=1e-9)
+    eps = reference.get_epsilon(delta=1e-5)
+    assert metrics["epsilon"] == pytest.approx(eps, rel=1e-9)
+    assert caplog.messages == [
+        f"site site0: ({eps:.3f}, 1e-05)-DP at subject level (RDP accountant; "
+        "generators 3, discriminators 3 releases)"
+    ]
+    assert all(o["param_groups"][0]["betas"] == (0.3, 0.9) for o in state.optimizers.values())
     assert (metrics["sample_rate"], metrics["noise_multiplier"], metrics["delta"]) == (
         q, 1.3, 1e-5)
     assert (metrics["steps"], metrics["global_step"], metrics["budget_exhausted"]) == (3, 3, 0)
@@ -320,8 +330,9 @@ def test_dp_metrics_are_means_over_the_releases_and_opacus_epsilon(
 def test_q_is_capped_at_one_and_zero_steps_report_no_time() -> None:
     """A batch larger than the units: every unit in every batch (q = 1, not B / units)."""
     privacy = dataclasses.replace(DP, epsilon_budget=1e6)
-    big = dataclasses.replace(TRAIN, batch_size=16)
+    big = dataclasses.replace(TRAIN, batch_size=16, lr_schedule="linear", decay_start=0.0)
     metrics, state = train_local(build_model(tiny_config()), site(), big, privacy, steps=1)
     assert metrics["sample_rate"] == 1.0 and state.accountant.history("generators")[0][1] == 1.0
+    assert metrics["lr"] == TRAIN.lr  # the rate of step 0, before any decay
     metrics, _ = train_local(build_model(tiny_config()), site(), big, privacy, state, steps=0)
     assert (metrics["steps"], metrics["global_step"], metrics["seconds_per_step"]) == (0, 1, 0)

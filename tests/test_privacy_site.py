@@ -86,7 +86,9 @@ def test_train_reply_is_the_allow_list_with_hand_checked_values(tmp_path: Path) 
     assert any(not np.array_equal(shared[k], arrays[k]) for k in arrays)  # trained
 
 
-def test_a_round_asked_again_is_replayed_and_the_run_ends_after_its_steps(tmp_path: Path) -> None:
+def test_a_round_asked_again_is_replayed_and_the_run_ends_after_its_steps(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     cfg = config()
     arrays = global_arrays(cfg)
     first = site_at(cfg, tmp_path / "a")
@@ -94,10 +96,12 @@ def test_a_round_asked_again_is_replayed_and_the_run_ends_after_its_steps(tmp_pa
     update = first.shared_arrays()
     restarted = site_at(cfg, tmp_path / "a")  # a fresh process, same state directory
     assert restarted.train_round(arrays) == metrics
+    assert caplog.messages == ["site hospA: round already trained, replaying its reply"]
     assert restarted.state.step == 2 and len(restarted.identity.state.rounds()) == 1
     assert all(np.array_equal(restarted.shared_arrays()[k], update[k]) for k in update)
-    rest = restarted.train(10)  # more than remain: only the run's last 2 steps
-    assert (rest["steps"], rest["global_step"]) == (2, 4)
+    assert restarted.train(1)["global_step"] == 3
+    rest = restarted.train(10)  # more than remain: only the run's last step
+    assert (rest["steps"], rest["global_step"]) == (1, 4)
     with pytest.raises(BudgetExhausted, match="the run's 4 steps are done"):
         restarted.train(1)
 
@@ -113,22 +117,32 @@ def test_a_budget_stops_the_round_early_and_refuses_the_next(tmp_path: Path) -> 
         site.train(2)
 
 
-def test_a_non_private_reply_has_no_privacy_figures(tmp_path: Path) -> None:
-    cfg = config(**{"privacy.enabled": False})
+def test_a_non_private_one_round_reply_has_no_privacy_figures(tmp_path: Path) -> None:
+    cfg = config(**{"privacy.enabled": False, "federation.num-rounds": 1})
     metrics = site_at(cfg, tmp_path / "a").train_round(global_arrays(cfg))
     assert set(metrics) == TRAIN_METRICS - DP_ONLY and metrics["privacy-unit"] == -1
+    assert (metrics["steps"], metrics["global_step"]) == (2, 2)  # the whole run in one round
 
 
-def test_proximal_term_reaches_training(tmp_path: Path) -> None:
-    """Same fixed noise seed: only FedProx's μ differs, so the updates must differ."""
+def test_proximal_term_reaches_training_only_when_asked(tmp_path: Path) -> None:
+    """Same fixed noise seed: only FedProx's μ differs. No μ (train_round's or train's
+    default) is μ = 0; μ = 0.5 changes the update."""
     cfg = config(**{"privacy.noise-seed": 1})
     arrays = global_arrays(cfg)
-    updates = []
-    for mu in (0.0, 0.5):
+    updates = {}
+    for mu in ("default", 0.0, 0.5):
         site = site_at(cfg, tmp_path / str(mu))
-        site.train_round(arrays, proximal_mu=mu)
-        updates.append(site.shared_arrays())
-    assert any(not np.array_equal(updates[0][k], updates[1][k]) for k in arrays)
+        site.train_round(arrays, *(() if mu == "default" else (mu,)))
+        updates[mu] = site.shared_arrays()
+    direct = site_at(cfg, tmp_path / "direct")
+    direct.receive(arrays)
+    direct.train(2)
+    updates["train"] = direct.shared_arrays()
+
+    def same(a: str, b: object) -> bool:
+        return all(np.array_equal(updates[a][k], updates[b][k]) for k in arrays)
+
+    assert same("default", 0.0) and same("train", 0.0) and not same(0.5, 0.0)
 
 
 def test_receive_loads_exactly_the_shared_tensors_and_refuses_others(tmp_path: Path) -> None:
