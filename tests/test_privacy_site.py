@@ -149,13 +149,14 @@ def test_receive_loads_exactly_the_shared_tensors_and_refuses_others(tmp_path: P
     cfg = config()
     arrays = global_arrays(cfg)
     site = site_at(cfg, tmp_path / "a")
-    first, *_ = arrays
-    extra = arrays | {"D_A.model.0.weight": np.zeros(1)}
-    with pytest.raises(ValueError, match=r"extra \['D_A.model.0.weight'\], missing \[\]"):
-        site.receive(extra)
-    missing = {k: v for k, v in arrays.items() if k != first}
-    with pytest.raises(ValueError, match=rf"extra \[\], missing \['{first}'\]"):
-        site.receive(missing)
+    dropped = sorted(arrays)[:4]
+    extra = arrays | {f"D_A.x{i}": np.zeros(1) for i in range(4)}
+    missing = {k: v for k, v in arrays.items() if k not in dropped}
+    for wrong, why in ((extra, "extra ['D_A.x0', 'D_A.x1', 'D_A.x2'], missing []"),
+                       (missing, f"extra [], missing {dropped[:3]}")):  # three named at most
+        with pytest.raises(ValueError) as refused:
+            site.receive(wrong)
+        assert str(refused.value) == f"global arrays do not match the shared keys ({why})"
     site.receive(arrays)
     assert all(np.array_equal(site.shared_arrays()[k], arrays[k]) for k in arrays)
 
@@ -166,3 +167,12 @@ def test_evaluate_replies_the_allow_list(tmp_path: Path) -> None:
     assert (metrics["num-examples"], metrics["site-id"]) == (TEST_SLICES, 7)
     assert all(math.isfinite(v) for v in metrics.values())
     assert 0 <= metrics["mae_brain"] <= 2 and -1 <= metrics["ssim_whole"] <= 1
+
+
+def test_a_site_without_the_pair_evaluates_nothing_under_the_same_keys(tmp_path: Path) -> None:
+    only_t1 = dataclasses.replace(DATA, test={"T1": PAIRED})
+    site = Site(config(), SiteIdentity.of("hospA", tmp_path / "a", site_id=7), only_t1)
+    metrics = site.evaluate()
+    assert set(metrics) == EVALUATE_METRICS
+    assert (metrics["num-examples"], metrics["site-id"]) == (0, 7)
+    assert all(math.isnan(metrics[k]) for k in EVALUATE_METRICS - {"num-examples", "site-id"})
