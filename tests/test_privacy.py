@@ -315,6 +315,15 @@ def test_budget_plan_is_the_last_step_opacus_allows() -> None:
     assert within.epsilon_after == pytest.approx(eps(k - 3), rel=1e-9)
 
 
+def test_a_budget_met_exactly_is_not_exceeded() -> None:
+    """"Within budget" is ε ≤ budget: a budget equal to the ε after k steps allows k steps."""
+    accountant = run_accountant("rdp", range(3))
+    per_step = {"generators": (1.1, 0.05), "discriminators": (1.1, 0.04)}
+    for k, requested in ((37, 100), (37, 37)):
+        budget = PrivacyBudget(accountant.epsilon(1e-5, per_step, k), 1e-5)
+        assert budget.plan(accountant, per_step, requested).steps == k
+
+
 @pytest.mark.parametrize(("epsilon", "delta"), [(0.0, 1e-5), (-1.0, 1e-5), (1.0, 0.0), (1.0, 1.0)])
 def test_budget_rejects_bad_values(epsilon: float, delta: float) -> None:
     with pytest.raises(ValueError, match=repr(epsilon) if epsilon <= 0 else repr(delta)):
