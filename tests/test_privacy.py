@@ -331,21 +331,22 @@ def test_budget_rejects_bad_values(epsilon: float, delta: float) -> None:
 
 
 @pytest.mark.parametrize(
-    ("mechanism", "opacus_cls"), [("rdp", RDPAccountant), ("prv", PRVAccountant)]
+    ("mechanism", "opacus_cls", "target"),
+    [("rdp", RDPAccountant, 4.0), ("rdp", RDPAccountant, 30.0), ("prv", PRVAccountant, 4.0)],
+    ids=["rdp-sigma-above-1", "rdp-sigma-below-1", "prv"],
 )
 def test_calibrated_sigma_is_within_a_grid_step_of_the_smallest_opacus_accepts(
-    mechanism: str, opacus_cls: type
+    mechanism: str, opacus_cls: type, target: float
 ) -> None:
     """Two releases per step at rate q, i.e. 2·steps releases in one Opacus accountant; the
     bisection stops within 0.01 and rounds up to the 0.01 grid, so σ - 0.02 must fail."""
+    sigma = calibrate_sigma(target, 1e-5, 0.1, 50, mechanism)
 
     def eps(s: float) -> float:
         return opacus_epsilon([(s, 0.1, 100)], 1e-5, opacus_cls)
 
-    for target in (4.0, 30.0):  # σ above 1 and below 1
-        sigma = calibrate_sigma(target, 1e-5, 0.1, 50, mechanism)
-        assert round(sigma * 100) == pytest.approx(sigma * 100, abs=1e-9)  # on the 0.01 grid
-        assert eps(sigma) <= target < eps(sigma - 0.02), (target, sigma)
+    assert round(sigma * 100) == pytest.approx(sigma * 100, abs=1e-9)  # on the 0.01 grid
+    assert eps(sigma) <= target < eps(sigma - 0.02)
     with pytest.raises(ValueError, match="unreachable in 10000 steps at q=1.000"):
         calibrate_sigma(0.01, 1e-5, 1.0, 10_000)
 
