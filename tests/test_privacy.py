@@ -405,6 +405,8 @@ def test_uniform_batches_are_distinct_units_and_bad_indexes_are_refused() -> Non
     sets = {"T1": slice_set("T1", 12, 4), "T2": slice_set("T2", 9, 3)}
     subjects = [s for m, r in rows.items() for s in sets[m].subjects[r]]
     assert len(subjects) == len(set(subjects)) == 5
+    again = index.uniform(5, torch.Generator().manual_seed(0))
+    assert all(np.array_equal(again[m], rows[m]) for m in rows)  # the generator decides all
     assert sum(len(r) for r in index.uniform(50, gen).values()) == 7  # all units, once each
     with pytest.raises(ValueError, match="'voxel'"):
         UnitIndex(sets, "voxel")
