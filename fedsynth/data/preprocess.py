@@ -3,10 +3,13 @@
 1. load with nibabel and validate (3D, finite, not empty or constant);
 2. reorient to the closest canonical orientation (RAS);
 3. check all of a subject's volumes share one grid;
-4. foreground mask: the subject's mask file, or the union of thresholded volumes;
+4. foreground mask: the subject's mask file (a brain mask: whole-head input is then cropped
+   to the brain and everything outside it is background), or else the union of thresholded
+   volumes (the head, scalp and skull included);
 5. percentile scaling of the foreground to [-1, 1], background -1;
 6. crop in-plane to the foreground's bounding box (plus a margin);
-7. axial slices with enough foreground, padded to square and resized.
+7. axial slices with enough foreground, padded to square and resized; the subject's label
+   map (if any) the same way with nearest-neighbour resizing, 0 outside the foreground.
 
 Every failure raises `DatasetError` naming the file and the reason.
 """
@@ -68,12 +71,15 @@ def foreground_mask(volumes: list[np.ndarray], threshold: float) -> np.ndarray:
 
 @dataclass(frozen=True)
 class SubjectSlices:
-    """A subject's kept axial slices: one (S, H, W) array per modality, one shared mask."""
+    """A subject's kept axial slices: one (S, H, W) array per modality, one shared mask, the
+    label map's slices when the subject has one, and the volume of one slice pixel in ml."""
 
     record: SubjectRecord
     images: dict[str, np.ndarray]
     mask: np.ndarray
     positions: np.ndarray
+    labels: np.ndarray | None = None
+    voxel_ml: float = float("nan")
 
 
 class SlicePipeline:
@@ -112,6 +118,17 @@ class SlicePipeline:
         )
         out = steps(torch.from_numpy(np.ascontiguousarray(volume))[None].float())
         return np.moveaxis(np.asarray(out[0], dtype=np.float32), -1, 0)
+
+    def pixel_ml(
+        self, box: tuple[slice, slice, slice], grid: tuple[tuple[int, ...], np.ndarray]
+    ) -> float:
+        """Volume of one slice pixel (ml): the padded square's side over the slice size, times
+        the voxel's in-plane sizes and thickness (from the RAS affine)."""
+        shape, affine = grid
+        cropped = [len(range(*b.indices(n))) for b, n in zip(box, shape, strict=True)]
+        dx, dy, dz = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
+        scale = self._square(cropped) / self.cfg.image_size
+        return float(scale * dx * scale * dy * dz / 1000.0)
 
     def to_volume(self, slices: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
         """(Z, size, size) → (X, Y, Z) on the original in-plane grid (inverse of to_slices)."""
@@ -161,6 +178,12 @@ def preprocess_subject(record: SubjectRecord, cfg: PreprocessConfig) -> SubjectS
             )
         volumes[modality] = data
     assert grid is not None
+    labels = None
+    if record.labels is not None:
+        ldata, laffine = load_volume(record.labels)
+        if not same_grid(grid, (ldata.shape, laffine)):
+            raise DatasetError(f"{record.labels}: label grid differs from {first}")
+        labels = np.rint(ldata)
     if record.mask is not None:
         mdata, maffine = load_volume(record.mask)
         if not same_grid(grid, (mdata.shape, maffine)):
@@ -183,4 +206,10 @@ def preprocess_subject(record: SubjectRecord, cfg: PreprocessConfig) -> SubjectS
     for m in images:  # resizing blurs edges: background is exactly -1 again
         np.clip(images[m], -1.0, 1.0, out=images[m])
         images[m][~masks] = -1.0
-    return SubjectSlices(record, images, masks, keep.astype(np.int32))
+    label_slices = None
+    if labels is not None:
+        label_slices = pipe.to_slices(labels[box], fill=0.0, nearest=True)[keep].astype(np.uint8)
+        label_slices[~masks] = 0
+    return SubjectSlices(
+        record, images, masks, keep.astype(np.int32), label_slices, pipe.pixel_ml(box, grid)
+    )
