@@ -9,7 +9,7 @@
 5. percentile scaling of the foreground to [-1, 1], background -1;
 6. crop in-plane to the foreground's bounding box (plus a margin);
 7. axial slices with enough foreground, padded to square and resized; the subject's label
-   map (if any) the same way with nearest-neighbour resizing, 0 outside the foreground.
+   map (if any) the same way (majority label per pixel), 0 outside the foreground.
 
 Every failure raises `DatasetError` naming the file and the reason.
 """
@@ -119,6 +119,14 @@ class SlicePipeline:
         out = steps(torch.from_numpy(np.ascontiguousarray(volume))[None].float())
         return np.moveaxis(np.asarray(out[0], dtype=np.float32), -1, 0)
 
+    def to_label_slices(self, labels: np.ndarray) -> np.ndarray:
+        """(X, Y, Z) label map → (Z, size, size) uint8: each pixel takes the label covering
+        most of it (area-resized one-hot, argmax), so labels stay aligned with the
+        area-resized images; nearest-neighbour sampling shifts them by up to half a pixel."""
+        values = np.union1d([0], np.unique(labels))  # padding is background
+        cover = np.stack([self.to_slices((labels == v).astype(np.float32), 0.0) for v in values])
+        return values[cover.argmax(axis=0)].astype(np.uint8)
+
     def pixel_ml(
         self, box: tuple[slice, slice, slice], grid: tuple[tuple[int, ...], np.ndarray]
     ) -> float:
@@ -208,7 +216,7 @@ def preprocess_subject(record: SubjectRecord, cfg: PreprocessConfig) -> SubjectS
         images[m][~masks] = -1.0
     label_slices = None
     if labels is not None:
-        label_slices = pipe.to_slices(labels[box], fill=0.0, nearest=True)[keep].astype(np.uint8)
+        label_slices = pipe.to_label_slices(labels[box])[keep]
         label_slices[~masks] = 0
     return SubjectSlices(
         record, images, masks, keep.astype(np.int32), label_slices, pipe.pixel_ml(box, grid)
