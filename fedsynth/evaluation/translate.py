@@ -1,10 +1,13 @@
 """Translate a whole NIfTI volume with a trained checkpoint, slice by slice.
 
 The input goes through the same preprocessing as training (RAS, foreground mask, percentile
-scaling, pad + resize); the synthetic slices are mapped back to the input's grid and
-orientation. Output: same shape, affine and spatial header as the input, float32 in [0, 1]
-(the model's [-1, 1] mapped linearly: 0 is the darkest, 1 the brightest intensity of the
-training scale), background (outside the input's foreground mask) exactly 0.
+scaling, pad + resize to the checkpoint's slice size, whatever the input's size); the
+synthetic slices are mapped back to the input's grid and orientation. The foreground is the
+given brain mask (a whole-head input is then translated inside the brain only, as a model
+trained on brain-masked slices expects), else the thresholded head. Output: same shape,
+affine and spatial header as the input, float32 in [0, 1] (the model's [-1, 1] mapped
+linearly: 0 is the darkest, 1 the brightest intensity of the training scale), background
+(outside the foreground) exactly 0.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
 from rich.progress import Progress
 
 from fedsynth.data.layouts import DatasetError, normalise_modality
-from fedsynth.data.preprocess import SlicePipeline, foreground_mask, load_volume
+from fedsynth.data.preprocess import SlicePipeline, foreground_mask, load_volume, same_grid
 from fedsynth.models.checkpoint import CheckpointError, load_checkpoint
 
 
@@ -43,6 +46,7 @@ def translate_volume(
     image_size: int | None = None,
     batch_size: int = 16,
     progress: bool = True,
+    mask_path: Path | None = None,
 ) -> Path:
     """Synthesise `target` from the volume at `source_path` and write it to `output`."""
     ckpt = load_checkpoint(checkpoint)
@@ -67,9 +71,15 @@ def translate_volume(
             f"{checkpoint}: cannot translate {source} → {target} (knows {'/'.join(mods)})"
         )
 
-    volume, _ = load_volume(source_path)
+    volume, affine = load_volume(source_path)
     original = nib.load(str(source_path))
-    mask = foreground_mask([volume], pre.foreground_threshold)
+    if mask_path is None:
+        mask = foreground_mask([volume], pre.foreground_threshold)
+    else:
+        mdata, maffine = load_volume(mask_path)
+        if not same_grid((volume.shape, affine), (mdata.shape, maffine)):
+            raise DatasetError(f"{mask_path}: mask grid differs from {source_path}")
+        mask = mdata > 0.5
     pipe = SlicePipeline(pre)
     box = pipe.crop_box(mask)
     cropped = pipe.scale(volume, mask, source_path)[box]
