@@ -99,7 +99,7 @@ def train_segmenter(slices: SliceSet, cfg: SegmenterConfig = DEFAULT_SEGMENTER) 
         loss.backward()
         opt.step()
         if step % 100 == 0:
-            log.debug("segmenter step %d: loss %.3f", step, float(loss))
+            log.debug("segmenter step %d: loss %.3f", step, loss.item())
     return Segmenter(net, values)
 
 
