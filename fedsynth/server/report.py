@@ -13,9 +13,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from fedsynth.config import FedsynthConfig  # noqa: E402
+from fedsynth.evaluation.comparison import comparison_markdown  # noqa: E402
 from fedsynth.evaluation.metrics import NORMALISATION  # noqa: E402
 from fedsynth.server.run_dir import RunDirectory  # noqa: E402
-from fedsynth.simulations.report import comparison_markdown  # noqa: E402
 
 BASELINES_FILE = "baselines.json"
 

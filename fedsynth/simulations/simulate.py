@@ -6,15 +6,12 @@ from __future__ import annotations
 import logging
 import os
 
-from rich.console import Console
-
 from fedsynth.config import FedsynthConfig
 from fedsynth.data.pipeline import prepare_sites
 from fedsynth.server.report import write_report
 from fedsynth.server.run_dir import RunDirectory
 
 log = logging.getLogger(__name__)
-console = Console()
 
 
 def simulate(
@@ -29,10 +26,14 @@ def simulate(
     # Build the slice cache once here, before the sites (Ray actors) open it read-only.
     sites, cache = prepare_sites(cfg.data)
     cfg = cfg.federated(len(sites))
-    console.print(
-        f"[bold]simulating[/] {len(sites)} sites ({', '.join(s.site for s in sites)}), "
-        f"{cfg.federation.num_rounds} rounds × {cfg.federation.local_steps} steps, "
-        f"DP {'on' if cfg.privacy.enabled else 'off'} → {cfg.federation.run_dir}"
+    log.info(
+        "simulating %d sites (%s), %d rounds × %d steps, DP %s → %s",
+        len(sites),
+        ", ".join(s.site for s in sites),
+        cfg.federation.num_rounds,
+        cfg.federation.local_steps,
+        "on" if cfg.privacy.enabled else "off",
+        cfg.federation.run_dir,
     )
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     server_app = make_server_app(cfg, sites, {i: s.site for i, s in enumerate(sites)})
