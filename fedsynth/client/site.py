@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import logging
 import math
+import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,10 +81,15 @@ def site_data(cfg: FedsynthConfig, partition: int | None, data_dir: Path | None)
 
 
 class Site:
-    """A site's model, private state and data for one message."""
+    """A site's model, private state and data for one message.
+
+    `engine_seconds` is how long this message spent in the training engine (0 when it did
+    not train): the site's own profiling figure (`fedsynth.client.rounds.append_timing`).
+    """
 
     def __init__(self, cfg: FedsynthConfig, identity: SiteIdentity, data: SiteData) -> None:
         self.cfg, self.identity, self.data = cfg, identity, data
+        self.engine_seconds = 0.0
         self.model = build_model(cfg.model, seed=cfg.train.seed)
         path = identity.state_dir / MODEL_FILE
         if path.is_file():
@@ -163,6 +169,7 @@ class Site:
             if mu > 0
             else None
         )
+        started = time.perf_counter()
         metrics, state = train_local(
             self.model,
             self.data,
@@ -172,6 +179,7 @@ class Site:
             min(steps, remaining),
             proximal,
         )
+        self.engine_seconds += time.perf_counter() - started
         self.save(state)
         out = {k: float(metrics[k]) for k in SHAREABLE_METRICS if k in metrics}
         out |= {
