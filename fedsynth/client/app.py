@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ import torch  # noqa: E402
 from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict  # noqa: E402
 from flwr.clientapp import ClientApp  # noqa: E402
 
+from fedsynth.client.rounds import append_timing  # noqa: E402
 from fedsynth.client.site import Site, SiteIdentity, site_data  # noqa: E402
 from fedsynth.config import FedsynthConfig  # noqa: E402
 
@@ -79,6 +81,23 @@ def _reply(msg: Message, site: Site | None, metrics: dict[str, float]) -> Messag
     return Message(content=content, reply_to=msg)
 
 
+def _timed(reply: Message, msg: Message, site: Site, started: float) -> Message:
+    """Note the call in the site's own profiling log (fedsynth.client.rounds), then reply."""
+    site.identity.state_dir.mkdir(parents=True, exist_ok=True)
+    append_timing(
+        site.identity.state_dir,
+        {
+            "phase": msg.metadata.message_type,
+            "round": int(msg.content["config"].get("server-round", 0)),
+            "pid": os.getpid(),
+            "start": started,
+            "end": time.time(),
+            "engine_seconds": site.engine_seconds,
+        },
+    )
+    return reply
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Train locally from the global shared weights; reply with those tensors only."""
@@ -86,9 +105,10 @@ def train(msg: Message, context: Context) -> Message:
         from fedsynth.client.secure import secure_app
 
         return secure_app(msg, context)
+    started = time.time()
     site = open_site(msg.content["config"], context)
     metrics = site.train_round(_arrays(msg))
-    return _reply(msg, site, metrics)
+    return _timed(_reply(msg, site, metrics), msg, site, started)
 
 
 @app.evaluate()
@@ -98,6 +118,7 @@ def evaluate(msg: Message, context: Context) -> Message:
         from fedsynth.client.secure import secure_app
 
         return secure_app(msg, context)
+    started = time.time()
     site = open_site(msg.content["config"], context)
     site.receive(_arrays(msg))
-    return _reply(msg, None, site.evaluate())
+    return _timed(_reply(msg, None, site.evaluate()), msg, site, started)

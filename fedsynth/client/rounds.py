@@ -10,6 +10,12 @@ with the reply it already computed — re-sending a released update costs no pri
 was asked (run + received tensors), the step counter after it, and the metrics
 replied. The line is appended after the model, optimizer and accountant are saved, so a crash
 before it makes the site train the round again (at worst counting ε once more, never less).
+
+`timings.jsonl` beside it is the site's profiling log, one line per handled message: phase,
+server round, process id, wall-clock start and end of the ClientApp call and the seconds spent
+in the training engine. It never leaves the site — training time depends on DP's secret
+Poisson batch sizes — and lets a benchmark split a round into site compute and Flower's
+overhead without touching the code it measures (benchmarks/federation.py).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from typing import Any
 import numpy as np
 
 ROUNDS_FILE = "rounds.jsonl"
+TIMINGS_FILE = "timings.jsonl"
 
 
 def instruction_digest(run: str, arrays: Mapping[str, np.ndarray]) -> str:
@@ -41,9 +48,8 @@ def arrays_digest(arrays: Mapping[str, np.ndarray]) -> str:
     return instruction_digest("", arrays)
 
 
-def read_rounds(state_dir: Path) -> list[dict[str, Any]]:
-    """Every complete line of the log (a torn last line from a crash is ignored)."""
-    path = Path(state_dir) / ROUNDS_FILE
+def _read_lines(path: Path) -> list[dict[str, Any]]:
+    """Every complete line of a JSON-lines log (a torn last line from a crash is ignored)."""
     if not path.is_file():
         return []
     rows = []
@@ -55,8 +61,23 @@ def read_rounds(state_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def append_round(state_dir: Path, row: Mapping[str, Any]) -> None:
-    path = Path(state_dir) / ROUNDS_FILE
+def _append_line(path: Path, row: Mapping[str, Any]) -> None:
     torn = path.is_file() and path.stat().st_size and not path.read_bytes().endswith(b"\n")
     with path.open("a") as fh:
         fh.write(("\n" if torn else "") + json.dumps(dict(row)) + "\n")
+
+
+def read_rounds(state_dir: Path) -> list[dict[str, Any]]:
+    return _read_lines(Path(state_dir) / ROUNDS_FILE)
+
+
+def append_round(state_dir: Path, row: Mapping[str, Any]) -> None:
+    _append_line(Path(state_dir) / ROUNDS_FILE, row)
+
+
+def read_timings(state_dir: Path) -> list[dict[str, Any]]:
+    return _read_lines(Path(state_dir) / TIMINGS_FILE)
+
+
+def append_timing(state_dir: Path, row: Mapping[str, Any]) -> None:
+    _append_line(Path(state_dir) / TIMINGS_FILE, row)

@@ -125,11 +125,10 @@ def _run_rounds(
                 psnr = server["psnr_brain"]
                 log.info("round %d: server PSNR brain %.2f dB (initial)", recorder.done, psnr)
             return MetricRecord(server) if server else None
-        replies = {
-            phase: strategy.replies.get((server_round, phase), {})
-            for phase in ("train", "evaluate")
-        }
-        server = recorder.record(server_round, shared, site_rows(replies, names, nodes))
+        phases = ("train", "evaluate")
+        replies = {phase: strategy.replies.get((server_round, phase), {}) for phase in phases}
+        times = {phase: strategy.phase_times.get((server_round, phase), {}) for phase in phases}
+        server = recorder.record(server_round, shared, site_rows(replies, names, nodes), times)
         return MetricRecord(server) if server else None
 
     strategy.start(
