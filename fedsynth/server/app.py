@@ -1,9 +1,11 @@
 """The Flower ServerApp: one typed config, a validated GAN-aware strategy, a checkpoint per
 round, metrics per site per round, and the final report.
 
-`flwr run .` uses the module-level `app` (config from `[tool.flwr.app.config]` and
-`--run-config`, every missing key at its FedsynthConfig default); `fedsynth simulate` builds
-its own with `make_server_app(cfg, eval_sites)` because `run_simulation` passes no run config.
+`app` reads its config from the run config (`[tool.flwr.app.config]` and `--run-config` under
+`flwr run .`; the whole generated config under `fedsynth simulate`, see
+fedsynth.simulations.runtime), every missing key at its FedsynthConfig default.
+`run_federation` is the same server without Flower's runtime around it (tests drive it with an
+in-process grid).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
 from fedsynth.config import FedsynthConfig
+from fedsynth.data.pipeline import prepare_sites
 from fedsynth.data.slices import SiteData
 from fedsynth.models import SynthesisModel, build_model
 from fedsynth.models.checkpoint import CheckpointError, load_checkpoint
@@ -142,24 +145,33 @@ def _run_rounds(
     )
 
 
-def make_server_app(
-    cfg: FedsynthConfig | None = None,
-    eval_sites: Sequence[SiteData] = (),
-    site_names: dict[int, str] | None = None,
-) -> ServerApp:
-    """A ServerApp for `cfg` (None: read the Flower run config)."""
-    server_app = ServerApp()
-
-    @server_app.main()
-    def main(grid: Grid, context: Context) -> None:
-        if cfg is None:  # `flwr run`: the run config, made consistent like a simulation's
-            from_run = FedsynthConfig.from_flat(dict(context.run_config))
-            run_cfg = from_run.federated(from_run.federation.min_nodes)
-        else:
-            run_cfg = cfg
-        run_federation(grid, run_cfg, eval_sites, site_names)
-
-    return server_app
+def server_sites(cfg: FedsynthConfig) -> list[SiteData]:
+    """The held-out paired subjects the server may read (`data.root`: the phantom of a
+    simulation, sites[i] being partition i); none in a deployment (no `data.root`)."""
+    if cfg.data.root is None:
+        return []
+    return prepare_sites(cfg.data, progress=False)[0]
 
 
-app = make_server_app()
+def _log_with_flower() -> None:
+    """In the ServerApp's own process fedsynth's records go where Flower's do (its console
+    handler: what `flwr run --stream` and `flwr log` show), unless someone set up logging."""
+    from flwr.supercore.logger import console_handler
+
+    package = logging.getLogger("fedsynth")
+    if not package.handlers and not logging.getLogger().handlers:
+        package.setLevel(logging.INFO)
+        package.addHandler(console_handler)
+
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """`flwr run`: the run config (every missing key at its default), made consistent."""
+    _log_with_flower()
+    from_run = FedsynthConfig.from_flat(dict(context.run_config))
+    cfg = from_run.federated(from_run.federation.min_nodes)
+    sites = server_sites(cfg)
+    run_federation(grid, cfg, sites, {i: s.site for i, s in enumerate(sites)})
