@@ -130,8 +130,10 @@ class SimulationLink:
         self.procs.append(superlink)
         try:
             wait_for(
-                lambda: superlink.poll() is not None
-                or "Uvicorn running" in self.log_path("superlink").read_text(errors="replace"),
+                lambda: (
+                    superlink.poll() is not None
+                    or "Uvicorn running" in self.log_path("superlink").read_text(errors="replace")
+                ),
                 60,
                 "the simulation SuperLink to listen",
             )
