@@ -89,7 +89,6 @@ def main() -> None:
             "data.root": str(root / "phantom"),
             "data.cache-dir": str(root / "cache"),
             "data.preprocess.image-size": size["size"],
-            "model.image-size": size["size"],
             "train.batch-size": size["batch"],
             "train.lr-schedule": "linear",
             "privacy.delta": DELTA,

@@ -151,8 +151,6 @@ def main() -> None:
                 "data.cache-dir": str(root / "cache"),
                 "data.modalities": "T1,T2",
                 "data.preprocess.image-size": size["size"],
-                "model.image-size": size["size"],
-                "model.modalities": "T1,T2",
                 "train.steps": steps,
                 "train.seed": 0,
                 "privacy.enabled": False,
@@ -202,7 +200,6 @@ def main() -> None:
                     "model.kind": "unified",
                     "train.lr": UNIFIED_LR,
                     "data.modalities": ",".join(modalities),
-                    "model.modalities": ",".join(modalities),
                 }
             )
             usites, _ = prepare_sites(ucfg.data, progress=False)

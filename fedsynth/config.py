@@ -20,11 +20,19 @@ from pathlib import Path
 from typing import Any
 
 from fedsynth.data.config import DataConfig, PreprocessConfig
+from fedsynth.models import known_kinds
 from fedsynth.models.config import ModelConfig
 from fedsynth.privacy.config import PrivacyConfig
 from fedsynth.training.config import TrainConfig
 
 SHARE = ("generators", "all")
+STRATEGIES = ("fedavg", "fedprox", "fedadam", "median", "trimmed-mean")
+"""Names of `fedsynth.strategies.STRATEGIES` (checked here, before a run directory exists)."""
+DERIVED_KEYS = {
+    "model.image-size": "data.preprocess.image-size",
+    "model.modalities": "data.modalities",
+}
+"""Model facts stored once, in the data section: flat key -> the key it is derived from."""
 Scalar = bool | int | float | str
 
 
@@ -36,7 +44,8 @@ class FederationConfig:
     strategy: fedavg | fedprox | fedadam | median | trimmed-mean (fedsynth.strategies).
     share: "generators" (discriminators stay at the sites, the FedMed-GAN choice) or "all".
     keep_norm_local: FedBN-style, normalisation parameters never leave a site.
-    proximal_mu: FedProx μ (clients add μ/2‖w − w_global‖² over the shared tensors).
+    proximal_mu: FedProx μ (clients add μ/2‖w − w_global‖² over the shared tensors); only
+        with strategy fedprox, which sends it to the sites (they read nothing else).
     server_lr: FedAdam η; trim_beta: share trimmed at each end by trimmed-mean.
     norm_factor: reject updates whose distance to the global model exceeds this × the median.
     min_nodes: minimum sites to start a round and to train in it; fraction_train: share of
@@ -73,6 +82,15 @@ class FederationConfig:
     secure_aggregation: bool = False
 
     def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(
+                f"federation.strategy={self.strategy!r}: expected one of {', '.join(STRATEGIES)}"
+            )
+        if self.proximal_mu and self.strategy != "fedprox":
+            raise ValueError(
+                f"federation.proximal-mu={self.proximal_mu} needs federation.strategy='fedprox'"
+                f" (not {self.strategy!r}): only FedProx sends μ to the sites"
+            )
         if self.share not in SHARE:
             raise ValueError(f"federation.share={self.share!r}: expected one of {SHARE}")
         for name in ("num_rounds", "local_steps", "min_nodes"):
@@ -93,12 +111,20 @@ class FederationConfig:
             raise ValueError(f"federation.round_timeout={self.round_timeout}: expected > 0")
 
     @property
+    def total_steps(self) -> int:
+        """Engine steps of one site over the whole run: what its schedule spans."""
+        return self.num_rounds * self.local_steps
+
+    @property
     def shared_groups(self) -> tuple[str, ...]:
         return ("generators",) if self.share == "generators" else ("generators", "discriminators")
 
 
 @dataclass(frozen=True)
 class FedsynthConfig:
+    """Every setting of a run. The model's image size and modalities are not settings of
+    their own: they are the data section's (`DERIVED_KEYS`), filled in here."""
+
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -106,39 +132,46 @@ class FedsynthConfig:
     federation: FederationConfig = field(default_factory=FederationConfig)
 
     def __post_init__(self) -> None:
-        size = self.data.preprocess.image_size
-        if self.model.image_size != size:
+        if self.model.kind not in known_kinds():
             raise ValueError(
-                f"model.image-size={self.model.image_size} differs from "
-                f"data.preprocess.image-size={size}"
+                f"model.kind={self.model.kind!r}: expected one of {', '.join(known_kinds())}"
             )
-        missing = set(self.model.modalities) - set(self.data.modalities)
-        if missing:
-            raise ValueError(f"model.modalities {sorted(missing)} are not in data.modalities")
+        model = dataclasses.replace(
+            self.model,
+            image_size=self.data.preprocess.image_size,
+            modalities=self.data.modalities,
+        )
+        object.__setattr__(self, "model", model)
+
+    @property
+    def federated_train(self) -> TrainConfig:
+        """The training settings of one federated site: its schedule spans every round
+        (`federation.total_steps`), whatever `train.steps` says (that is the baselines')."""
+        return dataclasses.replace(self.train, steps=self.federation.total_steps)
 
     def to_flat(self) -> dict[str, Scalar]:
-        """`section.field-name` -> scalar (tuples comma-joined, None as "")."""
-        return _flatten(self, "")
+        """`section.field-name` -> scalar (tuples comma-joined, None as ""), derived keys left
+        out."""
+        return {k: v for k, v in _flatten(self, "").items() if k not in DERIVED_KEYS}
 
     @classmethod
     def from_flat(cls, flat: typing.Mapping[str, Any]) -> FedsynthConfig:
         """Inverse of `to_flat`; unknown keys are an error, missing keys keep their default."""
-        return _build(cls, dict(flat), "")
+        given = sorted(set(flat) & set(DERIVED_KEYS))
+        if given:
+            raise ValueError(
+                "; ".join(f"{k} is derived from {DERIVED_KEYS[k]}: set that" for k in given)
+            )
+        data = _build(DataConfig, dict(flat), "data.")
+        derived = {
+            "model.image-size": data.preprocess.image_size,
+            "model.modalities": ",".join(data.modalities),
+        }
+        return _build(cls, dict(flat) | derived, "")
 
     def replace(self, **flat: Any) -> FedsynthConfig:
         """A copy with some flat keys changed: `cfg.replace(**{"model.kind": "unified"})`."""
         return FedsynthConfig.from_flat(self.to_flat() | flat)
-
-    def federated(self, num_sites: int) -> FedsynthConfig:
-        """Consistent for a federated run: the learning-rate schedule spans rounds × local
-        steps, and a round waits for no more sites than exist."""
-        fed = self.federation
-        return self.replace(
-            **{
-                "train.steps": fed.num_rounds * fed.local_steps,
-                "federation.min-nodes": min(fed.min_nodes, num_sites),
-            }
-        )
 
     def digest(self) -> str:
         """Short hash of every setting: names a configuration in checkpoints and caches."""

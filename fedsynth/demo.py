@@ -26,7 +26,6 @@ console = Console()
 # Sized to finish in minutes on a 2-core laptop CPU; `fedsynth simulate` runs longer ones.
 DEMO = {
     "data.preprocess.image-size": 64,
-    "model.image-size": 64,
     "federation.num-rounds": 5,
     "federation.local-steps": 40,
 }

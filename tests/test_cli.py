@@ -75,7 +75,7 @@ def test_train_without_dp_reports_no_epsilon(data: Path, tmp_path: Path) -> None
         (["--set", "model.bogus=1"], "unknown config key 'model.bogus'"),
         (["--set", "train.steps"], "expected KEY=VALUE"),
         (["--set", "train.steps=many"], "train.steps='many': expected int"),
-        (["--set", "model.image-size=48"], "differs from data.preprocess.image-size"),
+        (["--set", "model.image-size=48"], "derived from data.preprocess.image-size"),
     ],
 )
 def test_bad_config_is_one_clear_error(data: Path, tmp_path: Path, argv, message, capsys) -> None:
@@ -86,3 +86,19 @@ def test_bad_config_is_one_clear_error(data: Path, tmp_path: Path, argv, message
 def test_missing_data_is_one_clear_error(tmp_path: Path, capsys) -> None:
     assert main(["prepare", "--data", str(tmp_path / "nope")]) == 2
     assert "no such file or folder" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flag", [["--steps", "5"], ["--set", "train.steps=5"]])
+def test_simulate_refuses_steps_it_would_ignore(flag: list[str], data: Path, capsys) -> None:
+    assert main(["simulate", "--data", str(data), *flag]) == 2
+    assert "federation.num-rounds × federation.local-steps" in capsys.readouterr().out
+
+
+def test_unknown_strategy_is_refused_before_a_run_directory_exists(
+    data: Path, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "never"
+    args = ["simulate", "--data", str(data), "--out", str(out)]
+    assert main([*args, "--set", "federation.strategy=fedmagic"]) == 2
+    assert "federation.strategy='fedmagic'" in capsys.readouterr().out
+    assert not out.exists()

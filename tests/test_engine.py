@@ -12,10 +12,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from synthetic_slices import site, slice_set, tiny_config
 
+from fedsynth.client.state_dir import SiteStateDir
+from fedsynth.data.config import PreprocessConfig
 from fedsynth.data.slices import SiteData
 from fedsynth.models import PLAYERS, build_model
 from fedsynth.privacy import PrivacyConfig
-from fedsynth.training import SHAREABLE_METRICS, LocalState, TrainConfig, train_local
+from fedsynth.training import SHAREABLE_METRICS, TrainConfig, train_local
 from fedsynth.training.engine import Proximal
 
 TRAIN = TrainConfig(steps=6, batch_size=4, lr=1e-3)
@@ -53,34 +55,46 @@ def test_steps_run_and_change_every_group(
         assert state.accountant is None and metrics["generators/samples"] == 2 * TRAIN.batch_size
 
 
-@pytest.mark.parametrize("privacy", [NON_DP, DP], ids=["nondp", "dp"])
-def test_training_is_deterministic_under_a_seed(privacy: PrivacyConfig) -> None:
-    runs = []
-    for seed in (0, 0, 1):
-        model = build_model(tiny_config("unified"))
-        train_local(
-            model, site(("T1", "T2", "PD")), dataclasses.replace(TRAIN, seed=seed), privacy, steps=2
-        )
-        runs.append(weights(model))
+def _unified_run(train: TrainConfig, privacy: PrivacyConfig, **kwargs) -> dict:
+    model = build_model(tiny_config("unified"))
+    train_local(model, site(("T1", "T2", "PD")), train, privacy, steps=2, **kwargs)
+    return weights(model)
+
+
+def test_non_private_training_is_deterministic_under_train_seed() -> None:
+    runs = [_unified_run(dataclasses.replace(TRAIN, seed=s), NON_DP) for s in (0, 0, 1)]
     assert same(runs[0], runs[1])
     assert not same(runs[0], runs[2])
+
+
+def test_private_randomness_ignores_train_seed_and_follows_the_secret() -> None:
+    """The server knows train.seed: it must not determine DP sampling or noise."""
+    same_config = [_unified_run(TRAIN, DP) for _ in range(2)]
+    assert not same(*same_config)  # no secret given: a fresh one per run
+    by_secret = [_unified_run(TRAIN, DP, secret_seed=s) for s in (7, 7, 8)]
+    assert same(by_secret[0], by_secret[1])
+    assert not same(by_secret[0], by_secret[2])
+    fixed = dataclasses.replace(DP, noise_seed=3)  # the opt-in, NOT private
+    assert same(
+        _unified_run(TRAIN, fixed, secret_seed=1), _unified_run(TRAIN, fixed, secret_seed=2)
+    )
 
 
 @pytest.mark.parametrize("privacy", [NON_DP, DP], ids=["nondp", "dp"])
 def test_resume_equals_uninterrupted_run(privacy: PrivacyConfig, tmp_path) -> None:
     data = site()
     straight = build_model(tiny_config())
-    metrics, straight_state = train_local(straight, data, TRAIN, privacy, steps=4)
+    metrics, straight_state = train_local(straight, data, TRAIN, privacy, steps=4, secret_seed=5)
 
     first = build_model(tiny_config())
-    _, state = train_local(first, data, TRAIN, privacy, steps=2)
-    state.save(tmp_path)
-    torch.save(first.state_dict(), tmp_path / "model.pt")
+    _, state = train_local(first, data, TRAIN, privacy, steps=2, secret_seed=5)
+    saved = SiteStateDir(tmp_path / "site")
+    saved.save(first, PreprocessConfig(image_size=32), state)
 
-    resumed = build_model(tiny_config(), seed=99)  # weights come from the checkpoint
-    resumed.load_state_dict(torch.load(tmp_path / "model.pt", weights_only=True))
+    resumed = build_model(tiny_config(), seed=99)  # weights come from the state directory
+    assert saved.load_model(resumed)
     resumed_metrics, resumed_state = train_local(
-        resumed, data, TRAIN, privacy, LocalState.load(tmp_path), steps=2
+        resumed, data, TRAIN, privacy, saved.load_state(), steps=2
     )
     assert same(weights(straight), weights(resumed))
     assert resumed_state.step == straight_state.step == 4
@@ -195,3 +209,35 @@ def test_fedprox_term_pulls_shared_weights_to_the_anchor(privacy: PrivacyConfig)
         after = weights(model)
         drift[mu] = sum(float((after[k] - anchor[k]).norm()) for k in anchor)
     assert drift[50.0] < drift[0.0]
+
+
+@pytest.mark.parametrize("unit", ["subject", "slice"])
+def test_dp_releases_use_q_from_units_and_divide_by_the_expected_batch(
+    unit: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Spy on every release and accountant step: q = B / units (subjects under unit=subject,
+    slices under unit=slice) and the divisor is q·units, never the realised batch."""
+    import fedsynth.training.engine as engine
+    from fedsynth.privacy.accountant import PrivacyAccountant
+
+    slices, subjects = 12, 4  # per modality; subject names differ between modalities
+    units = 2 * (subjects if unit == "subject" else slices)
+    q = TRAIN.batch_size / units
+    releases, steps = [], []
+    real_release, real_step = engine.private_gradient, PrivacyAccountant.step
+
+    def spy_release(model, player, batch, **kwargs):
+        releases.append((player, kwargs["expected_batch_size"], kwargs["noise_multiplier"]))
+        return real_release(model, player, batch, **kwargs)
+
+    def spy_step(self, player, sigma, sample_rate):
+        steps.append((player, sigma, sample_rate))
+        return real_step(self, player, sigma, sample_rate)
+
+    monkeypatch.setattr(engine, "private_gradient", spy_release)
+    monkeypatch.setattr(PrivacyAccountant, "step", spy_step)
+    privacy = dataclasses.replace(DP, unit=unit, noise_multiplier=1.3)
+    model = build_model(tiny_config())
+    train_local(model, site(slices=slices, subjects=subjects), TRAIN, privacy, steps=3)
+    assert releases == [(p, pytest.approx(q * units), 1.3) for _ in range(3) for p in PLAYERS]
+    assert steps == [(p, 1.3, pytest.approx(q)) for _ in range(3) for p in PLAYERS]

@@ -12,6 +12,7 @@ import pytest
 from conftest import write_tiny_dataset
 from flower_grid import ClientAppGrid, set_task_identity
 from flwr.app import Array, ArrayRecord, Message, RecordDict
+from payload_oracle import expected_shared_keys, unexpected_metrics
 from safetensors.torch import load_file
 
 from fedsynth.client.app import app as client_app
@@ -23,7 +24,6 @@ from fedsynth.server.app import run_federation
 
 TINY = {
     "data.preprocess.image-size": 32,
-    "model.image-size": 32,
     "model.base-channels": 4,
     "model.res-blocks": 1,
     "model.disc-channels": 4,
@@ -58,7 +58,7 @@ def make(data_root: Path, run_dir: Path, **flat) -> tuple[FedsynthConfig, list]:
         | flat
     )
     sites, _ = prepare_sites(cfg.data, progress=False)
-    return cfg.federated(len(sites)), sites
+    return cfg, sites
 
 
 def run(cfg, sites, node_configs=None, tamper=None) -> ClientAppGrid:
@@ -104,16 +104,20 @@ def test_rounds_write_checkpoints_metrics_and_report(data_root: Path, tmp_path: 
     ids=["generators", "all", "fedbn"],
 )
 def test_payload_audit(data_root: Path, tmp_path: Path, flat, groups, norm_local) -> None:
-    """Every array in a real reply is a shared model parameter of this site; metrics are scalars."""
+    """Every array in a real reply is a shared parameter of this site, by the test's own list of
+    network prefixes; every metric name is on the allow-list; nothing else is sent."""
     cfg, sites = make(data_root, tmp_path / "run", **{"federation.num-rounds": 1, **flat})
     grid = run(cfg, sites)
     model = build_model(cfg.model)
     state = model.state_dict()
-    expected = model.shared_keys(groups, keep_norm_local=norm_local)
+    expected = expected_shared_keys(model, "cyclegan", groups, norm_local)
     assert expected and (not norm_local or not any(".norm." in k for k in expected))
-    train_replies = [(n, r) for n, r in grid.replies if r.metadata.message_type == "train"]
-    assert len(train_replies) == 3
-    for node, reply in train_replies:
+    replies = {
+        phase: [(n, r) for n, r in grid.replies if r.metadata.message_type == phase]
+        for phase in ("train", "evaluate")
+    }
+    assert len(replies["train"]) == len(replies["evaluate"]) == 3
+    for node, reply in replies["train"]:
         assert set(reply.content.array_records) == {"arrays"}
         arrays = {k: a.numpy() for k, a in reply.content["arrays"].items()}
         assert list(arrays) == expected
@@ -121,42 +125,63 @@ def test_payload_audit(data_root: Path, tmp_path: Path, flat, groups, norm_local
         local = load_file(str(tmp_path / "run" / "sites" / site / "model.safetensors"))
         for key, value in arrays.items():
             assert value.shape == tuple(state[key].shape)
-            # Not data-derived: no array has the shape of an image or a batch of images.
-            assert value.shape[-2:] != (32, 32)
             np.testing.assert_array_equal(value, local[key].numpy())
-        for record in reply.content.metric_records.values():
-            assert all(isinstance(v, (int, float)) for v in record.values())
-        assert set(reply.content.config_records) == set()
+    for phase, phase_replies in replies.items():
+        for _, reply in phase_replies:
+            assert set(reply.content.config_records) == set()
+            assert set(reply.content.metric_records) == {"metrics"}
+            metrics = reply.content["metrics"]
+            assert unexpected_metrics(metrics, phase) == set(), phase
+            assert all(isinstance(v, (int, float)) for v in metrics.values())
+        if phase == "evaluate":
+            assert all(set(r.content.array_records) == set() for _, r in phase_replies)
+
+
+def _rows(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _first_train_arrays(grid: ClientAppGrid) -> dict[str, np.ndarray]:
+    first = next(m for m in grid.instructions if m.metadata.message_type == "train")
+    return {k: a.numpy() for k, a in first.content["arrays"].items()}
 
 
 def test_resume_continues_from_the_last_checkpoint(data_root: Path, tmp_path: Path) -> None:
     cfg, sites = make(data_root, tmp_path / "run")
     run(cfg, sites)
-    round2 = load_checkpoint(
-        tmp_path / "run" / "checkpoints" / "round-0002.safetensors"
-    ).model.state_dict()
+    checkpoints = tmp_path / "run" / "checkpoints"
+    round2 = load_checkpoint(checkpoints / "round-0002.safetensors").model.state_dict()
     longer = cfg.replace(
-        **{
-            "federation.num-rounds": 3,
-            "federation.resume-from": str(tmp_path / "run"),
-            "train.steps": 6,
-        }
+        **{"federation.num-rounds": 3, "federation.resume-from": str(tmp_path / "run")}
     )
-    grid = run(longer, sites)
-    first = next(m for m in grid.instructions if m.metadata.message_type == "train")
-    for key, array in first.content["arrays"].items():
-        np.testing.assert_array_equal(array.numpy(), round2[key].numpy())
-    rows = [
-        json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
-    ]
-    assert [r["round"] for r in rows] == [1, 2, 3]
-    assert (tmp_path / "run" / "checkpoints" / "round-0003.safetensors").is_file()
+    for key, array in _first_train_arrays(run(longer, sites)).items():
+        np.testing.assert_array_equal(array, round2[key].numpy())
+    assert [r["round"] for r in _rows(tmp_path / "run")] == [1, 2, 3]
+    assert (checkpoints / "round-0003.safetensors").is_file()
     with pytest.raises(ValueError, match="not a fedsynth run directory"):
         run(cfg.replace(**{"federation.resume-from": str(tmp_path / "empty")}), sites)
-    for ckpt in (tmp_path / "run" / "checkpoints").glob("*.safetensors"):
+    for ckpt in checkpoints.glob("*.safetensors"):
         ckpt.write_bytes(b"truncated")  # no complete checkpoint left
     with pytest.raises(ValueError, match="no complete checkpoint"):
         run(longer, sites)
+
+
+def test_resume_skips_a_corrupt_last_checkpoint(data_root: Path, tmp_path: Path) -> None:
+    """Only the newest checkpoint is broken: the run resumes from the one before it, and the
+    metrics rows of the lost round are dropped before that round is run again."""
+    cfg, sites = make(data_root, tmp_path / "run")
+    run(cfg, sites)
+    checkpoints = tmp_path / "run" / "checkpoints"
+    round1 = load_checkpoint(checkpoints / "round-0001.safetensors").model.state_dict()
+    lost = _rows(tmp_path / "run")[1]
+    (checkpoints / "round-0002.safetensors").write_bytes(b"truncated")
+    again = cfg.replace(**{"federation.resume-from": str(tmp_path / "run")})
+    for key, array in _first_train_arrays(run(again, sites)).items():
+        np.testing.assert_array_equal(array, round1[key].numpy())
+    rows = _rows(tmp_path / "run")
+    assert [r["round"] for r in rows] == [1, 2]
+    assert rows[1]["seconds"] != lost["seconds"]  # the row of the rerun round, not the lost one
+    assert load_checkpoint(checkpoints / "round-0002.safetensors").meta["round"] == 2
 
 
 def _poison(kind: str):
@@ -215,10 +240,43 @@ def test_budget_exhausted_site_is_skipped_and_reported(data_root: Path, tmp_path
     assert "hospC" in (tmp_path / "run" / "report.md").read_text()
 
 
+@pytest.mark.parametrize(("strategy", "mu"), [("fedavg", 0.0), ("fedprox", 0.25)])
+def test_mu_reaches_the_engine_only_from_fedprox(
+    strategy: str, mu: float, data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """μ travels once: FedProx's own "proximal-mu" instruction key. Any other strategy trains
+    without a proximal term, and a μ configured for one is refused up front."""
+    import fedsynth.client.site as site_module
+
+    seen: list[float | None] = []
+    real = site_module.train_local
+
+    def spy(*args, **kwargs):
+        proximal = args[6] if len(args) > 6 else kwargs.get("proximal")
+        seen.append(None if proximal is None else proximal.mu)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(site_module, "train_local", spy)
+    cfg, sites = make(
+        data_root,
+        tmp_path / "run",
+        **{
+            "federation.strategy": strategy,
+            "federation.proximal-mu": mu,
+            "federation.num-rounds": 1,
+            "privacy.enabled": False,
+        },
+    )
+    run(cfg, sites)
+    assert seen == [mu or None] * len(sites)
+    with pytest.raises(ValueError, match="proximal-mu=0.25 needs federation.strategy='fedprox'"):
+        FedsynthConfig.from_flat({"federation.strategy": "fedavg", "federation.proximal-mu": 0.25})
+
+
 def test_round_timelines_for_profiling(data_root: Path, tmp_path: Path) -> None:
     """The observer hooks a benchmark reads: the server's phase times in each metrics line and
     each site's own log of its ClientApp calls with their time in the training engine."""
-    from fedsynth.client.rounds import read_timings
+    from fedsynth.client.state_dir import SiteStateDir
 
     cfg, sites = make(data_root, tmp_path / "run", **{"federation.num-rounds": 1})
     run(cfg, sites)
@@ -229,7 +287,7 @@ def test_round_timelines_for_profiling(data_root: Path, tmp_path: Path) -> None:
     assert t["train"]["replied"] <= t["evaluate"]["start"]
     assert t["server_eval_seconds"] > 0
     for site in ("hospA", "hospB", "hospC"):
-        calls = read_timings(tmp_path / "run" / "sites" / site)
+        calls = SiteStateDir(tmp_path / "run" / "sites" / site).timings()
         assert [(c["phase"], c["round"]) for c in calls] == [("train", 1), ("evaluate", 1)]
         train, evaluate = calls
         assert t["train"]["sent"] <= train["start"] < train["end"] <= t["train"]["replied"]

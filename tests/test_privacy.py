@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from fedsynth.privacy import (
     clip_and_noise,
     per_sample_gradients,
 )
+from fedsynth.privacy.dp_sgd import clip_factors
 
 
 def naive_per_sample(model, player, batch) -> torch.Tensor:
@@ -79,20 +81,53 @@ def test_empty_batch_gives_empty_per_sample_gradients_and_pure_noise() -> None:
     assert noise.std().item() == pytest.approx(1.5 * 2.0 / 4.0, rel=0.05)
 
 
-def test_clipping_bounds_each_sample_and_divides_by_expected_batch() -> None:
+def _clipping_case() -> dict[str, torch.Tensor]:
+    """Six samples over three tensors; some have a tiny first tensor and a huge last one
+    (a norm over one tensor would leave them unclipped), one is already inside the ball."""
     gen = torch.Generator().manual_seed(0)
     per_sample = {
-        "w": torch.randn(6, 3, 4, generator=gen) * 10,
-        "b": torch.randn(6, 2, generator=gen),
+        "a": torch.randn(6, 3, 4, generator=gen, dtype=torch.float64) * 1e-3,
+        "b": torch.randn(6, 2, generator=gen, dtype=torch.float64),
+        "c": torch.randn(6, 5, 1, generator=gen, dtype=torch.float64) * 10,
     }
-    private, norms = clip_and_noise(
-        per_sample, max_grad_norm=1.0, noise_multiplier=0.0, expected_batch_size=3.0, generator=gen
+    for g in per_sample.values():
+        g[0] *= 0.01  # sample 0: norm well below C
+    return per_sample
+
+
+def _oracle_clip(per_sample: dict[str, torch.Tensor], c: float) -> list[dict[str, torch.Tensor]]:
+    """Clip one sample at a time with its norm over every tensor: a plain loop."""
+    out = []
+    for i in range(len(next(iter(per_sample.values())))):
+        norm = math.sqrt(sum(float((g[i] ** 2).sum()) for g in per_sample.values()))
+        factor = min(1.0, c / norm)
+        out.append({k: g[i] * factor for k, g in per_sample.items()})
+    return out
+
+
+def test_every_clipped_sample_has_global_norm_at_most_c() -> None:
+    per_sample, c = _clipping_case(), 1.0
+    factors, _ = clip_factors(per_sample, c)
+    for i in range(6):
+        norm = math.sqrt(sum(float(((g[i] * factors[i]) ** 2).sum()) for g in per_sample.values()))
+        assert norm <= c * (1 + 1e-6), (i, norm)
+    unclipped = math.sqrt(sum(float((g[0] ** 2).sum()) for g in per_sample.values()))
+    assert unclipped < c and factors[0] == 1.0  # inside the ball: left as it is
+
+
+def test_release_is_the_oracle_clipped_sum_over_the_expected_batch() -> None:
+    per_sample, c, expected_batch = _clipping_case(), 1.0, 3.0
+    private, _ = clip_and_noise(
+        per_sample,
+        max_grad_norm=c,
+        noise_multiplier=0.0,
+        expected_batch_size=expected_batch,
+        generator=torch.Generator().manual_seed(0),
     )
-    scale = (1.0 / norms).clamp(max=1.0)
-    expected = {k: torch.einsum("n,n...->...", scale, g) / 3.0 for k, g in per_sample.items()}
-    assert all(torch.allclose(private[k], expected[k], atol=1e-6) for k in per_sample)
-    clipped_norms = norms * scale
-    assert (clipped_norms <= 1.0 + 1e-5).all()
+    clipped = _oracle_clip(per_sample, c)
+    for key in per_sample:
+        oracle = sum(sample[key] for sample in clipped) / expected_batch
+        torch.testing.assert_close(private[key], oracle, rtol=1e-6, atol=1e-9)
 
 
 def subject_index(unit: str) -> UnitIndex:
@@ -215,3 +250,20 @@ def test_accountant_rejects_bad_names_and_files(tmp_path) -> None:
 def test_privacy_config_rejects_bad_values(overrides: dict, bad: str) -> None:
     with pytest.raises(ValueError, match=bad):
         PrivacyConfig(**overrides)
+
+
+@pytest.mark.parametrize("secure_mode", [False, True])
+def test_noise_has_the_configured_spread(secure_mode: bool) -> None:
+    """σ·C per coordinate, in plain and in secure mode (4 draws / 2: the same distribution)."""
+    grads = {"w": torch.zeros(0, 200_000)}  # an empty batch: the release is pure noise
+    private, _ = clip_and_noise(
+        grads,
+        max_grad_norm=2.0,
+        noise_multiplier=1.5,
+        expected_batch_size=1.0,
+        generator=torch.Generator().manual_seed(0),
+        secure_mode=secure_mode,
+    )
+    noise = private["w"].double()
+    assert abs(float(noise.mean())) < 0.03
+    assert float(noise.std()) == pytest.approx(3.0, rel=0.01)

@@ -17,7 +17,7 @@ from conftest import write_tiny_dataset
 from fedsynth.audit.accounting import check_run
 from fedsynth.audit.roc import auc, evaluate_attack, roc_curve, tpr_at_fpr
 from fedsynth.audit.run import audit_run
-from fedsynth.client.site import MODEL_FILE
+from fedsynth.client.state_dir import SiteStateDir
 from fedsynth.config import FedsynthConfig
 from fedsynth.data.phantom import PhantomConfig, generate_phantom
 from fedsynth.data.pipeline import prepare_sites
@@ -80,7 +80,7 @@ def overfitted_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     cfg = FedsynthConfig().replace(**{
         "data.root": str(root / "phantom"), "data.cache-dir": str(root / "cache"),
-        "data.test-fraction": 0.5, "data.preprocess.image-size": 32, "model.image-size": 32,
+        "data.test-fraction": 0.5, "data.preprocess.image-size": 32,
         "model.base-channels": 8, "model.res-blocks": 2, "model.downsamplings": 1,
         "model.disc-channels": 16, "model.disc-layers": 2, "model.lambda-identity": 0.0,
         "train.lr": 2e-3, "train.lr-schedule": "constant", "train.steps": 160,
@@ -94,7 +94,8 @@ def overfitted_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     state = model.state_dict()
     shared = {k: state[k].numpy() for k in model.shared_keys(cfg.federation.shared_groups)}
     run.save_round(1, model, cfg, shared, {})
-    save_checkpoint(run.path / "sites" / site.site / MODEL_FILE, model, cfg.data.preprocess)
+    local = SiteStateDir.of_site(site.site, None, run.path).model_file
+    save_checkpoint(local, model, cfg.data.preprocess)
     return run.path
 
 

@@ -14,7 +14,8 @@ from flwr.app import Message
 from test_federation import data_root, make  # noqa: F401 — the module's tiny 3-site data
 
 from fedsynth.client.app import app as client_app
-from fedsynth.client.rounds import arrays_digest, read_rounds
+from fedsynth.client.rounds import arrays_digest
+from fedsynth.client.state_dir import SiteStateDir
 from fedsynth.models.checkpoint import load_checkpoint
 from fedsynth.server.app import run_federation
 
@@ -43,12 +44,12 @@ def test_site_offline_for_a_round_rejoins_with_its_state(data_root: Path, tmp_pa
     assert rows[1]["sites"]["hospC"]["train_status"].startswith("error")
     assert rows[2]["sites"]["hospC"]["train_status"] == "accepted"
     steps = cfg.federation.local_steps
-    assert [r["step"] for r in read_rounds(out / "sites" / "hospA")] == [
+    assert [r["step"] for r in SiteStateDir(out / "sites" / "hospA").rounds()] == [
         steps,
         2 * steps,
         3 * steps,
     ]
-    back = read_rounds(out / "sites" / "hospC")
+    back = SiteStateDir(out / "sites" / "hospC").rounds()
     assert [r["step"] for r in back] == [steps, 2 * steps]  # continued, not restarted
     ckpt2 = load_checkpoint(out / "checkpoints" / "round-0002.safetensors")
     state = ckpt2.model.state_dict()
@@ -70,7 +71,7 @@ def test_a_round_asked_twice_is_replayed_not_retrained(data_root: Path, tmp_path
     accountant = (state_dir / "accountant.json").read_text()
     again = ClientAppGrid(client_app, nodes).answer(instruction)
     original = next(r for n, r in first.replies if n == node and r.metadata.message_type == "train")
-    assert len(read_rounds(state_dir)) == 1
+    assert len(SiteStateDir(state_dir).rounds()) == 1
     assert (state_dir / "accountant.json").read_text() == accountant  # nothing charged twice
     assert dict(again.content["metrics"]) == dict(original.content["metrics"])
     for key, array in original.content["arrays"].items():

@@ -32,7 +32,6 @@ from fedsynth.simulations.simulate import simulate
 # Tiny CycleGAN at 32 px: the pessimistic case (a round's fixed cost weighs most).
 TINY = {
     "data.preprocess.image-size": 32,
-    "model.image-size": 32,
     "model.base-channels": 4,
     "model.res-blocks": 1,
     "model.disc-channels": 4,
@@ -99,7 +98,7 @@ def simulate_measured(cfg: FedsynthConfig, cpus_per_site: float) -> dict[str, An
     finally:
         finished = time.time()
         sampler.stop()
-    cfg = cfg.federated(len(sites))  # as simulate ran it
+    cfg = cfg.replace(**{"federation.min-nodes": min(cfg.federation.min_nodes, len(sites))})
     run = RunDirectory(cfg.federation.run_dir)
     state = cfg.federation.state_dir or run.path / "sites"
     calls = [c for s in sites for c in read_timings(state / s.site)]

@@ -21,10 +21,10 @@ from typing import Any
 
 from opacus.accountants import PRVAccountant, RDPAccountant
 
+from fedsynth.client.state_dir import SiteStateDir
 from fedsynth.models.checkpoint import CheckpointError
 from fedsynth.server.run_dir import RunDirectory
 
-ACCOUNTANT_FILE = "accountant.json"
 Entry = tuple[float, float, int]
 
 
@@ -145,10 +145,10 @@ def check_run(
     if not rows:
         raise CheckpointError(f"{run.metrics_file}: no round recorded; nothing to check")
     names = sites or sorted({s for r in rows for s in r["sites"]})
-    base = Path(state_dir or cfg.federation.state_dir or run.path / "sites")
+    root = state_dir or cfg.federation.state_dir
     checks = []
     for name in names:
-        path = base / name / ACCOUNTANT_FILE
+        path = SiteStateDir.of_site(name, root, run.path).accountant_file
         if not path.is_file():
             raise CheckpointError(f"{path}: site {name!r} has no accountant history")
         checks.append(check_site(name, path, rows))

@@ -34,13 +34,6 @@ from fedsynth.training import train_local
 
 log = logging.getLogger(__name__)
 
-# The per-example loss term each attack thresholds, per model kind and attacked player.
-ATTACK_TERMS = {
-    ("cyclegan", "generators"): "cycle",
-    ("unified", "generators"): "rec",
-    ("cyclegan", "discriminators"): "real",
-    ("unified", "discriminators"): "real",
-}
 FOLDS = 2
 
 
@@ -120,7 +113,7 @@ def example_losses(
     Random choices inside the loss (the unified model's target labels) come from a generator
     seeded with `seed`, so the target and reference models see the same draws.
     """
-    term = ATTACK_TERMS[(model.config.kind, player)]
+    term = model.membership_terms[player]
     generator = torch.Generator().manual_seed(seed)
     was_training = model.training
     model.eval()

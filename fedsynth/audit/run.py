@@ -5,6 +5,7 @@ the final global checkpoint: the shared generators, i.e. what left the site)."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,8 @@ from typing import Any
 from fedsynth.audit.attacks import MembershipSets, attack_scores, reference_models
 from fedsynth.audit.report import write_audit
 from fedsynth.audit.roc import AttackResult, evaluate_attack
-from fedsynth.client.site import MODEL_FILE, site_data
+from fedsynth.client.site import site_data
+from fedsynth.client.state_dir import SiteStateDir
 from fedsynth.config import FedsynthConfig
 from fedsynth.data.pipeline import prepare_sites
 from fedsynth.data.slices import SiteData
@@ -59,8 +61,8 @@ def audit_run(
             f"{run.path}: no complete round checkpoint in {run.checkpoints}; nothing to audit"
         )
     data = audited_site(cfg, site, data_dir)
-    base = state_dir or cfg.federation.state_dir or run.path / "sites"
-    local_path = Path(base) / data.site / MODEL_FILE
+    root = state_dir or cfg.federation.state_dir
+    local_path = SiteStateDir.of_site(data.site, root, run.path).model_file
     if not local_path.is_file():
         raise CheckpointError(
             f"{local_path}: site {data.site!r} has no local model in its state directory "
@@ -70,7 +72,8 @@ def audit_run(
     local = load_checkpoint(local_path).model
     out = Path(out) if out is not None else run.path / "audit" / data.site
     sets = MembershipSets.of_site(data, shared.training_modalities)
-    ref_cfg = reference or cfg
+    # By default the references train as long as a site of the run did.
+    ref_cfg = reference or dataclasses.replace(cfg, train=cfg.federated_train)
     refs = reference_models(sets, ref_cfg, data.site, reference_dir or out / "references")
     results: list[AttackResult] = []
     for player, model in (("generators", shared), ("discriminators", local)):

@@ -15,7 +15,7 @@ from flwr.client import Client, NumPyClient
 from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
 
-from fedsynth.client.app import open_site
+from fedsynth.client.node import open_site
 
 
 class SecureSiteClient(NumPyClient):
@@ -27,14 +27,14 @@ class SecureSiteClient(NumPyClient):
     def fit(
         self, parameters: list[np.ndarray], config: dict[str, Any]
     ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
-        site = open_site(config, self.node_context)
+        site = open_site(config, self.node_context.node_config)
         metrics = site.train_round(dict(zip(site.shared_keys, parameters, strict=True)))
         return list(site.shared_arrays().values()), int(metrics["num-examples"]), metrics
 
     def evaluate(
         self, parameters: list[np.ndarray], config: dict[str, Any]
     ) -> tuple[float, int, dict[str, Any]]:
-        site = open_site(config, self.node_context)
+        site = open_site(config, self.node_context.node_config)
         site.receive(dict(zip(site.shared_keys, parameters, strict=True)))
         metrics = site.evaluate()
         return 0.0, int(metrics["num-examples"]), metrics

@@ -1,10 +1,9 @@
 """One hospital's side of the federation, without Flower: its data, its private state, one
 round of training and one evaluation.
 
-What never leaves the site lives in its state directory and survives restarts:
-`model.safetensors` (the full local model: discriminators when they are not shared, local
-normalisation layers, the last generators), `state.pt` (optimizers, step counter, RNG) and
-`accountant.json` (the DP history). Only `shared_keys` tensors go into a reply.
+What never leaves the site lives in its state directory (`SiteStateDir`) and survives
+restarts: the full local model, optimizers, step counter, RNG, the DP history, the rounds log
+and the secret behind its DP noise. Only `shared_keys` tensors go into a reply.
 """
 
 from __future__ import annotations
@@ -19,20 +18,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-from safetensors.torch import load_file
 
-from fedsynth.client.rounds import append_round, arrays_digest, instruction_digest, read_rounds
+from fedsynth.client.rounds import arrays_digest, instruction_digest
+from fedsynth.client.state_dir import SiteStateDir
 from fedsynth.config import FedsynthConfig
 from fedsynth.data.pipeline import prepare_sites
 from fedsynth.data.slices import SiteData
 from fedsynth.models import build_model
-from fedsynth.models.checkpoint import save_checkpoint
 from fedsynth.training import SHAREABLE_METRICS, LocalState, train_local
 from fedsynth.training.engine import Proximal
 
 log = logging.getLogger(__name__)
-MODEL_FILE = "model.safetensors"
 UNIT_CODES = {"slice": 0.0, "subject": 1.0}
 
 
@@ -50,12 +46,12 @@ class SiteIdentity:
 
     name: str
     site_id: int
-    state_dir: Path
+    state: SiteStateDir
 
     @classmethod
     def of(cls, name: str, state_dir: Path, site_id: int | None = None) -> SiteIdentity:
         sid = site_id if site_id is not None else zlib.crc32(name.encode()) & 0x7FFFFFFF
-        return cls(name, sid, Path(state_dir))
+        return cls(name, sid, SiteStateDir(state_dir))
 
 
 @functools.lru_cache(maxsize=4)
@@ -84,25 +80,23 @@ class Site:
     """A site's model, private state and data for one message.
 
     `engine_seconds` is how long this message spent in the training engine (0 when it did
-    not train): the site's own profiling figure (`fedsynth.client.rounds.append_timing`).
+    not train): the site's own profiling figure (`SiteStateDir.append_timing`).
     """
 
     def __init__(self, cfg: FedsynthConfig, identity: SiteIdentity, data: SiteData) -> None:
         self.cfg, self.identity, self.data = cfg, identity, data
         self.engine_seconds = 0.0
         self.model = build_model(cfg.model, seed=cfg.train.seed)
-        path = identity.state_dir / MODEL_FILE
-        if path.is_file():
-            self.model.load_state_dict(load_file(str(path)), strict=True)
+        identity.state.load_model(self.model)
         fed = cfg.federation
         self.shared_keys = self.model.shared_keys(fed.shared_groups, fed.keep_norm_local)
+        self.train_cfg = cfg.federated_train
 
     @functools.cached_property
     def state(self) -> LocalState | None:
         """Optimizers, step and accountant: read only when training (loading the accountant
         imports opacus, seconds in a fresh process)."""
-        path = self.identity.state_dir / "state.pt"
-        return LocalState.load(self.identity.state_dir) if path.is_file() else None
+        return self.identity.state.load_state()
 
     def receive(self, arrays: dict[str, np.ndarray]) -> None:
         """Load the global shared tensors; refuse anything else."""
@@ -115,29 +109,26 @@ class Site:
                 "global arrays do not match the shared keys "
                 f"(extra {sorted(extra)[:3]}, missing {sorted(missing)[:3]})"
             )
-        state = self.model.state_dict()
-        for key, value in arrays.items():
-            state[key] = (
-                torch.from_numpy(np.asarray(value)).to(state[key].dtype).reshape(state[key].shape)
-            )
-        self.model.load_state_dict(state, strict=True)
+        self.model.load_state_dict(self.model.state_with(arrays), strict=True)
 
     def shared_arrays(self) -> dict[str, np.ndarray]:
         state = self.model.state_dict()
         return {k: state[k].detach().cpu().numpy() for k in self.shared_keys}
 
-    def train_round(self, arrays: dict[str, np.ndarray]) -> dict[str, float]:
+    def train_round(
+        self, arrays: dict[str, np.ndarray], proximal_mu: float = 0.0
+    ) -> dict[str, float]:
         """One round from the global `arrays`: trained once, replayed if asked again
-        (fedsynth.client.rounds); afterwards `shared_arrays()` is this round's update."""
+        (fedsynth.client.rounds); afterwards `shared_arrays()` is this round's update.
+        `proximal_mu` is FedProx's μ, as the strategy sent it (0: no proximal term)."""
         digest = instruction_digest(str(self.cfg.federation.run_dir), arrays)
-        done = read_rounds(self.identity.state_dir)
+        done = self.identity.state.rounds()
         if done and done[-1]["digest"] == digest:  # the model on disk is that round's result
             log.warning("site %s: round already trained, replaying its reply", self.identity.name)
             return done[-1]["metrics"]
         self.receive(arrays)
-        metrics = self.train(self.cfg.federation.local_steps)
-        append_round(
-            self.identity.state_dir,
+        metrics = self.train(self.cfg.federation.local_steps, proximal_mu)
+        self.identity.state.append_round(
             {
                 "digest": digest,
                 "input": arrays_digest(arrays),
@@ -147,37 +138,29 @@ class Site:
         )
         return metrics
 
-    def train(self, steps: int) -> dict[str, float]:
+    def train(self, steps: int, proximal_mu: float = 0.0) -> dict[str, float]:
         """One round of local training from the received weights; state saved before replying."""
         if self.state is not None and self.state.stop_reason:
             raise BudgetExhausted(f"site {self.identity.name}: {self.state.stop_reason}")
-        remaining = self.cfg.train.steps - (self.state.step if self.state else 0)
+        total = self.train_cfg.steps
+        remaining = total - (self.state.step if self.state else 0)
         if remaining <= 0:
-            raise BudgetExhausted(
-                f"site {self.identity.name}: the run's {self.cfg.train.steps} steps are done"
-            )
-        mu = self.cfg.federation.proximal_mu
-        proximal = (
-            Proximal(
-                mu,
-                {
-                    k: v.detach().clone()
-                    for k, v in self.model.state_dict().items()
-                    if k in self.shared_keys
-                },
-            )
-            if mu > 0
-            else None
-        )
+            raise BudgetExhausted(f"site {self.identity.name}: the run's {total} steps are done")
+        proximal = None
+        if proximal_mu > 0:
+            state = self.model.state_dict()
+            anchor = {k: state[k].detach().clone() for k in self.shared_keys}
+            proximal = Proximal(proximal_mu, anchor)
         started = time.perf_counter()
         metrics, state = train_local(
             self.model,
             self.data,
-            self.cfg.train,
+            self.train_cfg,
             self.cfg.privacy,
             self.state,
             min(steps, remaining),
             proximal,
+            secret_seed=self.identity.state.secret_seed(),
         )
         self.engine_seconds += time.perf_counter() - started
         self.save(state)
@@ -193,9 +176,7 @@ class Site:
         return out
 
     def save(self, state: LocalState) -> None:
-        self.identity.state_dir.mkdir(parents=True, exist_ok=True)
-        save_checkpoint(self.identity.state_dir / MODEL_FILE, self.model, self.cfg.data.preprocess)
-        state.save(self.identity.state_dir)
+        self.identity.state.save(self.model, self.cfg.data.preprocess, state)
         self.state = state
 
     def evaluate(self) -> dict[str, float]:

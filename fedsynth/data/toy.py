@@ -28,13 +28,17 @@ def head(rng: np.random.Generator, contrast: float) -> np.ndarray:
 
 
 def write_tiny_dataset(
-    root: Path, layout: str = "bids", sites: tuple[str, ...] = ("siteA", "siteB"), n: int = 5
+    root: Path,
+    layout: str = "bids",
+    sites: tuple[str, ...] = ("siteA", "siteB"),
+    n: int | tuple[int, ...] = 5,
 ) -> Path:
-    """`n` subjects per site with T1 and T2, written in `layout` under root/<site>/ and a
-    dataset.json naming the sites (the multi-site root the loader understands)."""
+    """`n` subjects per site (or one count per site) with T1 and T2, written in `layout` under
+    root/<site>/ and a dataset.json naming the sites (the multi-site root the loader reads)."""
     rng = np.random.default_rng(0)
-    for si, site in enumerate(sites):
-        for k in range(n):
+    counts = n if isinstance(n, tuple) else (n,) * len(sites)
+    for si, (site, count) in enumerate(zip(sites, counts, strict=True)):
+        for k in range(count):
             images = {
                 m: nib.Nifti1Image(head(rng, c), AFFINE) for m, c in (("T1", 1.0), ("T2", -1.5))
             }

@@ -58,8 +58,8 @@ def translate_volume(
             f"{checkpoint}: cannot synthesise {target}; it knows {'/'.join(mods)}"
         )
     source = normalise_modality(source) if source else infer_modality(source_path)
-    if source is None and model.config.kind == "cyclegan":
-        source = next(m for m in (model.config.source, model.config.target) if m != target)
+    if source is None:
+        source = model.default_source(target)
     if source is None:
         raise DatasetError(f"{source_path}: cannot tell its modality from the name; pass --source")
     if source not in mods or source == target:

@@ -8,9 +8,8 @@ from fedsynth.models.base import PLAYERS, Batch, Stream, SynthesisModel
 from fedsynth.models.config import ModelConfig
 from fedsynth.models.cyclegan import CycleGAN
 from fedsynth.models.networks import init_weights
+from fedsynth.models.registry import known_kinds, model_class, register_model
 from fedsynth.models.unified import UnifiedGAN
-
-_ARCHITECTURES: dict[str, type[SynthesisModel]] = {"cyclegan": CycleGAN, "unified": UnifiedGAN}
 
 
 def build_model(config: ModelConfig, seed: int = 0) -> SynthesisModel:
@@ -18,7 +17,7 @@ def build_model(config: ModelConfig, seed: int = 0) -> SynthesisModel:
     the global RNG stream."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = _ARCHITECTURES[config.kind](config)
+        model = model_class(config.kind)(config)
         init_weights(model)
     return model
 
@@ -32,4 +31,6 @@ __all__ = [
     "SynthesisModel",
     "UnifiedGAN",
     "build_model",
+    "known_kinds",
+    "register_model",
 ]

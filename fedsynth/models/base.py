@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Iterable, Mapping
+from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -34,6 +36,11 @@ class SynthesisModel(nn.Module, abc.ABC):
 
     groups: Mapping[str, tuple[str, ...]]
     """Group name -> names of the networks in it; the group names are PLAYERS."""
+    needs_every_modality: bool = True
+    """True: a site must hold training slices of every `training_modalities` entry (CycleGAN
+    needs both domains); False: any non-empty subset trains (the unified model)."""
+    membership_terms: Mapping[str, str]
+    """Player -> the per-example loss term a membership-inference attack thresholds."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -63,6 +70,11 @@ class SynthesisModel(nn.Module, abc.ABC):
     def translate(self, images: Tensor, source: str, target: str) -> Tensor:
         """Synthesise `target`-modality images (n, 1, H, W) from `source` images in [-1, 1]."""
 
+    def default_source(self, target: str) -> str | None:
+        """The input modality to assume when synthesising `target` from an input that does
+        not name its own (None: it must be named)."""
+        return None
+
     def group_keys(self, group: str) -> list[str]:
         """State-dict keys of a group, in state-dict order."""
         prefixes = tuple(f"{net}." for net in self._networks(group))
@@ -72,6 +84,17 @@ class SynthesisModel(nn.Module, abc.ABC):
         """Named trainable parameters of a group, in a fixed order (optimizer state needs it)."""
         prefixes = tuple(f"{net}." for net in self._networks(group))
         return {k: p for k, p in self.named_parameters() if k.startswith(prefixes)}
+
+    def state_with(self, arrays: Mapping[str, Any]) -> dict[str, Tensor]:
+        """This model's state dict with some entries replaced by `arrays` (numpy or torch,
+        any shape with the right number of elements), cast to each entry's dtype."""
+        state = self.state_dict()
+        for key, value in arrays.items():
+            if key not in state:
+                raise KeyError(f"{key!r} is not a tensor of this {type(self).__name__}")
+            tensor = torch.as_tensor(np.asarray(value))
+            state[key] = tensor.to(state[key].dtype).reshape(state[key].shape)
+        return state
 
     def norm_keys(self) -> set[str]:
         """State-dict keys of every normalisation layer (kept local in FedBN-style federation)."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-MODEL_KINDS = ("cyclegan", "unified")
 NORM_KINDS = ("instance", "group")
 
 
@@ -19,9 +18,10 @@ def _check_positive(name: str, value: float, *, integer: bool = True) -> None:
 class ModelConfig:
     """Architecture and loss weights of a synthesis model.
 
-    kind: "cyclegan" (source <-> target, two generators and two discriminators) or "unified"
-        (StarGAN-style: one label-conditioned generator, one discriminator with a real/fake
-        patch head and a modality-classification head, any-to-any over `modalities`).
+    kind: a registered model kind (`fedsynth.models.registry`): "cyclegan" (source <-> target,
+        two generators and two discriminators) or "unified" (StarGAN-style: one
+        label-conditioned generator, one discriminator with a real/fake patch head and a
+        modality-classification head, any-to-any over `modalities`).
     modalities: modality names; for "unified" the order fixes the label index of each.
     source, target: the translation direction (CycleGAN's A and B; the default direction of
         the unified model). Both must be in `modalities`.
@@ -54,8 +54,6 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "modalities", tuple(self.modalities))
-        if self.kind not in MODEL_KINDS:
-            raise ValueError(f"ModelConfig.kind must be one of {MODEL_KINDS}, got {self.kind!r}")
         if self.norm not in NORM_KINDS:
             raise ValueError(f"ModelConfig.norm must be one of {NORM_KINDS}, got {self.norm!r}")
         if len(self.modalities) < 2 or len(set(self.modalities)) != len(self.modalities):

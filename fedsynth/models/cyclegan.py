@@ -19,13 +19,17 @@ from fedsynth.models.base import Batch, Stream, SynthesisModel
 from fedsynth.models.config import ModelConfig
 from fedsynth.models.losses import l1_loss, lsgan_loss
 from fedsynth.models.networks import PatchDiscriminator, ResnetGenerator
+from fedsynth.models.registry import register_model
 
 
+@register_model("cyclegan")
 class CycleGAN(SynthesisModel):
     """Two ResNet generators (G_AB: source->target, G_BA) and two PatchGAN discriminators
     (D_A judges source-domain images, D_B target-domain); LSGAN + cycle + identity losses."""
 
     groups = {"generators": ("G_AB", "G_BA"), "discriminators": ("D_A", "D_B")}
+    needs_every_modality = True
+    membership_terms = {"generators": "cycle", "discriminators": "real"}
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
@@ -81,6 +85,11 @@ class CycleGAN(SynthesisModel):
             terms["identity"] = l1_loss(g_back(real), real)
             loss = loss + self.config.lambda_identity * terms["identity"]
         return {"loss": loss, **terms}
+
+    def default_source(self, target: str) -> str | None:
+        """The other domain: a CycleGAN knows only two."""
+        pair = (self.config.source, self.config.target)
+        return pair[1 - pair.index(target)] if target in pair else None
 
     def translate(self, images: Tensor, source: str, target: str) -> Tensor:
         direction = (source, target)

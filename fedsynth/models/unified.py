@@ -20,6 +20,7 @@ from fedsynth.models.base import Batch, Stream, SynthesisModel
 from fedsynth.models.config import ModelConfig
 from fedsynth.models.losses import classification_loss, l1_loss, lsgan_loss
 from fedsynth.models.networks import PatchDiscriminator, ResnetGenerator
+from fedsynth.models.registry import register_model
 
 
 def label_maps(labels: Tensor, num_classes: int, height: int, width: int) -> Tensor:
@@ -30,10 +31,13 @@ def label_maps(labels: Tensor, num_classes: int, height: int, width: int) -> Ten
     return one_hot[:, :, None, None].expand(-1, -1, height, width)
 
 
+@register_model("unified")
 class UnifiedGAN(SynthesisModel):
     """One conditional ResNet generator G and one two-headed PatchGAN discriminator D."""
 
     groups = {"generators": ("G",), "discriminators": ("D",)}
+    needs_every_modality = False
+    membership_terms = {"generators": "rec", "discriminators": "real"}
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)

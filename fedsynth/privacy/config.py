@@ -24,6 +24,12 @@ class PrivacyConfig:
         contributes many slices).
     sample_rate: Poisson inclusion probability q of each unit; None means
         min(1, batch_size / number of units), i.e. the training batch size is the expected one.
+    noise_seed: NOT PRIVATE when set. None (default): the sampling and noise are seeded from a
+        secret the site draws from the OS's secure random source (`fedsynth.privacy.secret`).
+        An int fixes them for reproducible experiments, and anyone who knows the config can
+        then regenerate and subtract the noise.
+    secure_mode: draw each noise coordinate as the sum of four Gaussians / 2 (Opacus's defence
+        against floating-point attacks on Gaussian sampling); 4x the random numbers.
     """
 
     enabled: bool = True
@@ -34,6 +40,8 @@ class PrivacyConfig:
     accountant: str = "rdp"
     unit: str = "subject"
     sample_rate: float | None = None
+    noise_seed: int | None = None
+    secure_mode: bool = False
 
     def __post_init__(self) -> None:
         if not self.noise_multiplier > 0:

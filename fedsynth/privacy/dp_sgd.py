@@ -20,6 +20,22 @@ def per_sample_norms(per_sample: Grads) -> Tensor:
     return torch.stack(squares).sum(dim=0).sqrt()
 
 
+def clip_factors(per_sample: Grads, max_grad_norm: float) -> tuple[Tensor, Tensor]:
+    """Per-sample factors min(1, C / ||g_i||) that bring every sample's gradient (over ALL of
+    the player's tensors) to norm <= C, and the norms themselves: ((n,), (n,))."""
+    norms = per_sample_norms(per_sample)
+    return (max_grad_norm / (norms + 1e-6)).clamp(max=1.0), norms
+
+
+def gaussian(shape: torch.Size, generator: torch.Generator, secure_mode: bool = False) -> Tensor:
+    """Standard normal noise. `secure_mode`: the sum of 2n = 4 draws divided by 2 (same
+    distribution), Opacus's defence against floating-point attacks on one Gaussian draw
+    (Holohan & Braghin 2021, §5.1; Jin et al. 2022)."""
+    if not secure_mode:
+        return torch.randn(shape, generator=generator)
+    return sum(torch.randn(shape, generator=generator) for _ in range(4)) / 2
+
+
 def clip_and_noise(
     per_sample: Grads,
     *,
@@ -27,17 +43,17 @@ def clip_and_noise(
     noise_multiplier: float,
     expected_batch_size: float,
     generator: torch.Generator,
+    secure_mode: bool = False,
 ) -> tuple[Grads, Tensor]:
     """The private gradient from per-sample gradients (n may be 0), and the per-sample norms."""
     if not expected_batch_size > 0:
         raise ValueError(f"expected_batch_size must be > 0, got {expected_batch_size!r}")
-    norms = per_sample_norms(per_sample)
-    scale = (max_grad_norm / (norms + 1e-6)).clamp(max=1.0)
+    scale, norms = clip_factors(per_sample, max_grad_norm)
     std = noise_multiplier * max_grad_norm
     private = {}
     for name, g in per_sample.items():
         clipped_sum = torch.einsum("n,n...->...", scale, g)
-        noise = torch.randn(clipped_sum.shape, generator=generator).to(g.device)
+        noise = gaussian(clipped_sum.shape, generator, secure_mode).to(g.device)
         private[name] = (clipped_sum + std * noise) / expected_batch_size
     return private, norms
 
@@ -51,6 +67,7 @@ def private_gradient(
     noise_multiplier: float,
     expected_batch_size: float,
     generator: torch.Generator,
+    secure_mode: bool = False,
 ) -> tuple[Grads, Terms, Tensor]:
     """One DP-SGD release for `player`: (private gradient, per-sample loss terms, norms)."""
     per_sample, terms = per_sample_gradients(model, player, batch)
@@ -60,5 +77,6 @@ def private_gradient(
         noise_multiplier=noise_multiplier,
         expected_batch_size=expected_batch_size,
         generator=generator,
+        secure_mode=secure_mode,
     )
     return grads, terms, norms

@@ -169,9 +169,8 @@ app = ServerApp()
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    """`flwr run`: the run config (every missing key at its default), made consistent."""
+    """`flwr run`: the run config, every missing key at its default."""
     _log_with_flower()
-    from_run = FedsynthConfig.from_flat(dict(context.run_config))
-    cfg = from_run.federated(from_run.federation.min_nodes)
+    cfg = FedsynthConfig.from_flat(dict(context.run_config))
     sites = server_sites(cfg)
     run_federation(grid, cfg, sites, {i: s.site for i, s in enumerate(sites)})

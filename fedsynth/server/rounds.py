@@ -94,9 +94,7 @@ class RoundRecorder:
 
     def server_metrics(self, shared: Mapping[str, np.ndarray]) -> dict[str, float]:
         """Load the aggregate into the server's model; evaluate it where the server has data."""
-        state = self.model.state_dict()
-        for key, value in shared.items():
-            state[key].copy_(state[key].new_tensor(np.asarray(value)).reshape(state[key].shape))
+        self.model.load_state_dict(self.model.state_with(shared), strict=True)
         if self.eval_sites and self.cfg.federation.server_eval:
             return server_evaluation(self.model, self.eval_sites, self.cfg)
         return {}

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from fedsynth.atomic import atomic_write_bytes
 from fedsynth.config import FedsynthConfig
@@ -58,11 +57,15 @@ class RunDirectory:
         path = self.path / "status.json"
         return json.loads(path.read_text()) if path.is_file() else {"status": "unknown"}
 
-    def config(self) -> FedsynthConfig:
+    def flat_config(self) -> dict[str, Any]:
+        """The run's settings as saved (flat keys), for a command that adds its own on top."""
         path = self.path / "config.json"
         if not path.is_file():
             raise CheckpointError(f"{self.path}: not a fedsynth run directory (no config.json)")
-        return FedsynthConfig.from_flat(json.loads(path.read_text()))
+        return json.loads(path.read_text())
+
+    def config(self) -> FedsynthConfig:
+        return FedsynthConfig.from_flat(self.flat_config())
 
     def checkpoint_path(self, server_round: int) -> Path:
         return self.checkpoints / f"round-{server_round:04d}.safetensors"
@@ -76,11 +79,7 @@ class RunDirectory:
         metrics: dict[str, Any],
     ) -> Path:
         """The full model with the aggregated shared tensors, as this round's checkpoint."""
-        state = model.state_dict()
-        for key, value in shared.items():
-            state[key] = (
-                torch.from_numpy(np.asarray(value)).to(state[key].dtype).reshape(state[key].shape)
-            )
+        state = model.state_with(shared)
         meta = {
             "round": server_round,
             "config_digest": cfg.digest(),

@@ -32,7 +32,6 @@ SCENARIOS: dict[str, dict[str, object]] = {
     "phantom-3site": {
         **SMALL_MODEL,
         "data.modalities": "T1,T2",
-        "model.modalities": "T1,T2",
         "privacy.enabled": True,
         "privacy.unit": "slice",
         "privacy.noise-multiplier": 1.0,
@@ -45,7 +44,6 @@ SCENARIOS: dict[str, dict[str, object]] = {
         "model.kind": "unified",
         "train.lr": UNIFIED_LR,
         "data.modalities": "T1,T2,PD,FLAIR",
-        "model.modalities": "T1,T2,PD,FLAIR",
         "privacy.enabled": True,
         "privacy.unit": "slice",
         "federation.num-rounds": 5,
@@ -56,7 +54,6 @@ SCENARIOS: dict[str, dict[str, object]] = {
         **SMALL_MODEL,
         "data.layout": "ixi",
         "data.modalities": "T1,T2",
-        "model.modalities": "T1,T2",
         "federation.min-nodes": 3,
     },
     # BraTS T1 → FLAIR, split IID into three simulated sites (BraTS names no hospital).
@@ -64,7 +61,6 @@ SCENARIOS: dict[str, dict[str, object]] = {
         **SMALL_MODEL,
         "data.layout": "brats",
         "data.modalities": "T1,FLAIR",
-        "model.modalities": "T1,FLAIR",
         "model.target": "FLAIR",
         "data.partition": "iid",
         "data.num-partitions": 3,
@@ -73,9 +69,13 @@ SCENARIOS: dict[str, dict[str, object]] = {
 PHANTOM_SCENARIOS = ("phantom-3site", "phantom-unified")
 
 
-def scenario_config(name: str, overrides: dict[str, object] | None = None) -> FedsynthConfig:
-    """The scenario's config with `overrides` (flat keys) on top."""
+def scenario_flat(name: str) -> dict[str, object]:
+    """The scenario's flat keys (over the FedsynthConfig defaults)."""
     if name not in SCENARIOS:
         raise ValueError(f"unknown scenario {name!r}; choose one of {', '.join(SCENARIOS)}")
-    flat = FedsynthConfig().to_flat() | SCENARIOS[name] | (overrides or {})
-    return FedsynthConfig.from_flat(flat)
+    return dict(SCENARIOS[name])
+
+
+def scenario_config(name: str, overrides: dict[str, object] | None = None) -> FedsynthConfig:
+    """The scenario's config with `overrides` (flat keys) on top."""
+    return FedsynthConfig.from_flat(scenario_flat(name) | (overrides or {}))

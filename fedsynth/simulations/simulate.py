@@ -4,6 +4,7 @@ launched through `flwr run` (fedsynth.simulations.runtime)."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from fedsynth.config import FedsynthConfig
@@ -21,7 +22,8 @@ def simulate(
     """Run the federation (and optionally the centralized/local baselines) and the report."""
     # Build the slice cache once here, before the sites (Ray actors) open it read-only.
     sites, _ = prepare_sites(cfg.data)
-    cfg = cfg.federated(len(sites))  # a round waits for no more sites than are simulated
+    # A round waits for no more sites than are simulated.
+    cfg = cfg.replace(**{"federation.min-nodes": min(cfg.federation.min_nodes, len(sites))})
     log.info(
         "simulating %d sites (%s), %d rounds × %d steps, DP %s → %s",
         len(sites),
@@ -35,7 +37,8 @@ def simulate(
     if baselines:
         from fedsynth.simulations.baselines import run_baselines
 
-        run_baselines(cfg, sites, run.path / "baselines")
+        same_budget = dataclasses.replace(cfg, train=cfg.federated_train)  # as one fed. site
+        run_baselines(same_budget, sites, run.path / "baselines")
         (run.path / "baselines.json").write_text(
             (run.path / "baselines" / "baselines.json").read_text()
         )

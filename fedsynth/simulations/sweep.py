@@ -99,12 +99,13 @@ def resolve(
     calibrated to the ε target at the run's steps and the largest site sample rate)."""
     if setting.noise == 0:
         return base.replace(**{"privacy.enabled": False})
-    cfg = base.replace(**{**dp, "privacy.enabled": True}).federated(len(sites))
+    cfg = base.replace(**{**dp, "privacy.enabled": True})
     sigma = setting.noise
     if sigma is None:
         p = cfg.privacy
         sigma = calibrate_sigma(
-            setting.epsilon, p.delta, max_sample_rate(cfg, sites), cfg.train.steps, p.accountant
+            setting.epsilon, p.delta, max_sample_rate(cfg, sites), cfg.federation.total_steps,
+            p.accountant,
         )
     return cfg.replace(**{"privacy.noise-multiplier": sigma})
 
@@ -121,7 +122,7 @@ def _row(setting: Setting, cfg: FedsynthConfig, run_dir: Path, audit: dict) -> d
         "unit": p.unit if p.enabled else "-",
         "delta": p.delta,
         "batch_size": cfg.train.batch_size,
-        "steps": cfg.train.steps,
+        "steps": cfg.federation.total_steps,
         "psnr_brain": result["psnr_brain"],
         "ssim_brain": result["ssim_brain"],
         "mae_brain": result["mae_brain"],
@@ -153,7 +154,6 @@ def run_sweep(
 
     out = Path(out)
     sites, _ = prepare_sites(base.data, progress=False)
-    base = base.federated(len(sites))
     # One calibration recipe for every setting: the non-private run's (trained once per site).
     reference = base.replace(**{"privacy.enabled": False})
     rows = []

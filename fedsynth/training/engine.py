@@ -15,7 +15,7 @@ import logging
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -28,6 +28,7 @@ from fedsynth.privacy.config import PrivacyConfig
 from fedsynth.privacy.dp_sgd import private_gradient
 from fedsynth.privacy.per_sample import batch_gradients
 from fedsynth.privacy.sampling import UnitIndex
+from fedsynth.privacy.secret import dp_seed
 from fedsynth.training.config import TrainConfig
 from fedsynth.training.state import LocalState
 
@@ -53,9 +54,10 @@ def training_sets(model: SynthesisModel, data: SiteData) -> dict[str, SliceSet]:
     cfg = model.config
     sets = {m: data.train[m] for m in model.training_modalities if m in data.train}
     missing = [m for m in model.training_modalities if len(sets.get(m, ())) == 0]
-    if cfg.kind == "cyclegan" and missing:
+    if model.needs_every_modality and missing:
         raise ValueError(
-            f"site {data.site!r} has no training slices of {missing} (CycleGAN needs both)"
+            f"site {data.site!r} has no training slices of {missing} "
+            f"(a {cfg.kind} model needs every one of {model.training_modalities})"
         )
     if not any(len(s) for s in sets.values()):
         raise ValueError(f"site {data.site!r} has no training slices of any of {cfg.modalities}")
@@ -124,6 +126,172 @@ def _apply(
     optimizer.zero_grad(set_to_none=True)
 
 
+@dataclass(frozen=True)
+class Release:
+    """How one DP-SGD release is made: Poisson rate q over `num_units` units, noise σ, clip C.
+    The noised sum is divided by the *expected* batch q·N (never the realised one)."""
+
+    noise_multiplier: float
+    sample_rate: float
+    max_grad_norm: float
+    num_units: int
+    secure_mode: bool = False
+
+    @property
+    def expected_batch(self) -> float:
+        return self.sample_rate * self.num_units
+
+
+@dataclass
+class _Session:
+    """One call of `train_local`: everything the steps share, and the running sums."""
+
+    model: SynthesisModel
+    sets: dict[str, SliceSet]
+    index: UnitIndex
+    train_cfg: TrainConfig
+    generator: torch.Generator
+    optimizers: dict[str, torch.optim.Optimizer]
+    accountant: PrivacyAccountant | None
+    release: Release | None
+    proximal: Proximal | None
+    sums: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PLAYERS, 0))
+
+
+def _setup(
+    model: SynthesisModel,
+    data: SiteData,
+    train_cfg: TrainConfig,
+    privacy_cfg: PrivacyConfig,
+    state: LocalState | None,
+    proximal: Proximal | None,
+    secret_seed: int | None,
+) -> tuple[_Session, LocalState]:
+    """Restore (or start) the state and build what the steps share."""
+    accountant = _accountant_for(state, privacy_cfg)
+    if state is None:
+        seed = dp_seed(privacy_cfg, secret_seed) if accountant is not None else train_cfg.seed
+        state = LocalState.fresh(seed, accountant)
+    sets = training_sets(model, data)
+    index = UnitIndex(sets, privacy_cfg.unit if privacy_cfg.enabled else "slice")
+    generator = torch.Generator()
+    generator.set_state(state.rng_state)
+    optimizers = {
+        p: torch.optim.Adam(
+            model.group_parameters(p).values(), lr=train_cfg.lr, betas=train_cfg.betas
+        )
+        for p in PLAYERS
+    }
+    for player, saved in state.optimizers.items():
+        # load_state_dict keeps the saved tensors and Adam updates them in place: copy, so
+        # the caller's state stays a valid point to resume from.
+        optimizers[player].load_state_dict(copy.deepcopy(saved))
+    release = None
+    if accountant is not None:
+        q = privacy_cfg.sample_rate or min(1.0, train_cfg.batch_size / index.num_units)
+        release = Release(
+            privacy_cfg.noise_multiplier,
+            q,
+            privacy_cfg.max_grad_norm,
+            index.num_units,
+            privacy_cfg.secure_mode,
+        )
+    dp_stats = ("clip_fraction", "grad_norm") if release is not None else ()
+    sums = {f"{p}/{t}": 0.0 for p in PLAYERS for t in model.loss_terms(p) + dp_stats}
+    session = _Session(
+        model, sets, index, train_cfg, generator, optimizers, accountant, release, proximal, sums
+    )
+    return session, state
+
+
+def _plan(
+    session: _Session, privacy_cfg: PrivacyConfig, steps: int, site: str
+) -> tuple[int, str | None]:
+    """How many of `steps` fit the privacy budget, and why training stops early (if it does)."""
+    if session.release is None or privacy_cfg.epsilon_budget is None:
+        return steps, None
+    rel = (session.release.noise_multiplier, session.release.sample_rate)
+    budget = PrivacyBudget(privacy_cfg.epsilon_budget, privacy_cfg.delta)
+    plan = budget.plan(session.accountant, dict.fromkeys(PLAYERS, rel), steps)
+    if plan.message:
+        log.warning("site %s: %s", site, plan.message)
+    return plan.steps, plan.message
+
+
+def _update(session: _Session, player: str, lr: float) -> None:
+    """One update of `player`: a plain minibatch gradient, or one DP-SGD release (Poisson
+    batch, clip, noise, accountant step) when private."""
+    s, rel = session, session.release
+    device = next(s.model.parameters()).device
+    if rel is None:
+        rows = s.index.uniform(s.train_cfg.batch_size, s.generator)
+        batch = s.model.make_batch(_images(s.sets, rows, device), s.generator)
+        grads, terms = batch_gradients(s.model, player, batch)
+    else:
+        rows = s.index.poisson(rel.sample_rate, s.generator)
+        batch = s.model.make_batch(_images(s.sets, rows, device), s.generator)
+        grads, terms, norms = private_gradient(
+            s.model,
+            player,
+            batch,
+            max_grad_norm=rel.max_grad_norm,
+            noise_multiplier=rel.noise_multiplier,
+            expected_batch_size=rel.expected_batch,
+            generator=s.generator,
+            secure_mode=rel.secure_mode,
+        )
+        s.accountant.step(player, rel.noise_multiplier, rel.sample_rate)
+        s.sums[f"{player}/clip_fraction"] += float((norms > rel.max_grad_norm).sum())
+        s.sums[f"{player}/grad_norm"] += float(norms.sum())
+    _apply(s.optimizers[player], s.model.group_parameters(player), grads, lr, s.proximal)
+    s.counts[player] += len(terms.get("loss", ()))
+    for name, values in terms.items():
+        s.sums[f"{player}/{name}"] += float(values.sum())
+
+
+def _finish(
+    session: _Session,
+    privacy_cfg: PrivacyConfig,
+    step: int,
+    todo: int,
+    elapsed: float,
+    stop_reason: str | None,
+    site: str,
+) -> tuple[dict[str, float], LocalState]:
+    """The call's metrics (same keys every call) and the state to resume from."""
+    s = session
+    metrics: dict[str, float] = {}
+    for key, total in s.sums.items():
+        n = s.counts[key.split("/")[0]]
+        metrics[key] = total / n if n else math.nan
+    metrics.update({f"{p}/samples": float(s.counts[p]) for p in PLAYERS})
+    metrics.update(
+        steps=float(todo),
+        global_step=float(step),
+        lr=s.train_cfg.learning_rate(max(step - 1, 0)),
+        seconds_per_step=elapsed / todo if todo else 0.0,
+        budget_exhausted=float(stop_reason is not None),
+    )
+    if s.release is not None:
+        epsilon = s.accountant.epsilon(privacy_cfg.delta)
+        metrics.update(
+            sample_rate=s.release.sample_rate,
+            noise_multiplier=s.release.noise_multiplier,
+            epsilon=epsilon,
+            delta=privacy_cfg.delta,
+        )
+        log.debug("site %s: %s", site, s.accountant.describe(privacy_cfg.delta, epsilon))
+    new_state = LocalState(
+        step=step,
+        rng_state=s.generator.get_state(),
+        optimizers={p: opt.state_dict() for p, opt in s.optimizers.items()},
+        accountant=s.accountant,
+        stop_reason=stop_reason,
+    )
+    return metrics, new_state
+
+
 def train_local(
     model: SynthesisModel,
     data: SiteData,
@@ -132,18 +300,20 @@ def train_local(
     state: LocalState | None = None,
     steps: int | None = None,
     proximal: Proximal | None = None,
+    secret_seed: int | None = None,
 ) -> tuple[dict[str, float], LocalState]:
     """Train `model` in place for `steps` steps (default: the rest of the run) on `data`.
 
-    Returns (metrics, new state); `state` itself is not modified. Deterministic given
-    train_cfg.seed and the same state; resuming from a saved state continues exactly where an
-    uninterrupted run would be. With a privacy budget, training stops before the first step
-    that would exceed it: metrics["budget_exhausted"] is 1 and new_state.stop_reason says why.
-    Metric keys are the same on every call; only SHAREABLE_METRICS may leave a private site.
+    Returns (metrics, new state); `state` itself is not modified. Resuming from a saved state
+    continues exactly where an uninterrupted run would be. A new state's random streams
+    (sampling, target labels, DP noise) are seeded with `train_cfg.seed` without DP; with DP
+    by `fedsynth.privacy.secret.dp_seed` (the site's `secret_seed`, never a config value
+    unless `privacy.noise-seed` opts in). With a privacy budget, training stops before the
+    first step that would exceed it: metrics["budget_exhausted"] is 1 and
+    new_state.stop_reason says why. Metric keys are the same on every call; only
+    SHAREABLE_METRICS may leave a private site.
     """
-    accountant = _accountant_for(state, privacy_cfg)
-    if state is None:
-        state = LocalState.fresh(train_cfg.seed, accountant)
+    session, state = _setup(model, data, train_cfg, privacy_cfg, state, proximal, secret_seed)
     remaining = train_cfg.steps - state.step
     steps = remaining if steps is None else steps
     if not 0 <= steps <= remaining:
@@ -151,89 +321,13 @@ def train_local(
             f"steps={steps} must be in [0, {remaining}]: the run has TrainConfig.steps="
             f"{train_cfg.steps} and {state.step} are done"
         )
-    sets = training_sets(model, data)
-    index = UnitIndex(sets, privacy_cfg.unit if privacy_cfg.enabled else "slice")
-    device = next(model.parameters()).device
-    generator = torch.Generator()
-    generator.set_state(state.rng_state)
-    params = {p: model.group_parameters(p) for p in PLAYERS}
-    optimizers = {
-        p: torch.optim.Adam(params[p].values(), lr=train_cfg.lr, betas=train_cfg.betas)
-        for p in PLAYERS
-    }
-    for player, saved in state.optimizers.items():
-        # load_state_dict keeps the saved tensors and Adam updates them in place: copy, so
-        # the caller's state stays a valid point to resume from.
-        optimizers[player].load_state_dict(copy.deepcopy(saved))
-
-    metrics: dict[str, float] = {}
-    dp_stats = ("clip_fraction", "grad_norm") if accountant is not None else ()
-    sums = {f"{p}/{t}": 0.0 for p in PLAYERS for t in model.loss_terms(p) + dp_stats}
-    counts = dict.fromkeys(PLAYERS, 0)
-    todo, stop_reason = steps, None
-    if accountant is not None:
-        sample_rate = privacy_cfg.sample_rate or min(1.0, train_cfg.batch_size / index.num_units)
-        expected_batch = sample_rate * index.num_units
-        release = (privacy_cfg.noise_multiplier, sample_rate)
-        if privacy_cfg.epsilon_budget is not None:
-            budget = PrivacyBudget(privacy_cfg.epsilon_budget, privacy_cfg.delta)
-            plan = budget.plan(accountant, dict.fromkeys(PLAYERS, release), steps)
-            todo, stop_reason = plan.steps, plan.message
-            if stop_reason:
-                log.warning("site %s: %s", data.site, stop_reason)
-        metrics.update(sample_rate=sample_rate, noise_multiplier=privacy_cfg.noise_multiplier)
-
+    todo, stop_reason = _plan(session, privacy_cfg, steps, data.site)
     step = state.step
     start = time.perf_counter()
     for _ in range(todo):
         lr = train_cfg.learning_rate(step)
         for player in PLAYERS:
-            if accountant is None:
-                rows = index.uniform(train_cfg.batch_size, generator)
-                batch = model.make_batch(_images(sets, rows, device), generator)
-                grads, terms = batch_gradients(model, player, batch)
-            else:
-                rows = index.poisson(sample_rate, generator)
-                batch = model.make_batch(_images(sets, rows, device), generator)
-                grads, terms, norms = private_gradient(
-                    model,
-                    player,
-                    batch,
-                    max_grad_norm=privacy_cfg.max_grad_norm,
-                    noise_multiplier=privacy_cfg.noise_multiplier,
-                    expected_batch_size=expected_batch,
-                    generator=generator,
-                )
-                accountant.step(player, *release)
-                sums[f"{player}/clip_fraction"] += float((norms > privacy_cfg.max_grad_norm).sum())
-                sums[f"{player}/grad_norm"] += float(norms.sum())
-            _apply(optimizers[player], params[player], grads, lr, proximal)
-            counts[player] += len(terms.get("loss", ()))
-            for name, values in terms.items():
-                sums[f"{player}/{name}"] += float(values.sum())
+            _update(session, player, lr)
         step += 1
     elapsed = time.perf_counter() - start
-
-    for key, total in sums.items():
-        n = counts[key.split("/")[0]]
-        metrics[key] = total / n if n else math.nan
-    metrics.update({f"{p}/samples": float(counts[p]) for p in PLAYERS})
-    metrics.update(
-        steps=float(todo),
-        global_step=float(step),
-        lr=train_cfg.learning_rate(max(step - 1, 0)),
-        seconds_per_step=elapsed / todo if todo else 0.0,
-        budget_exhausted=float(stop_reason is not None),
-    )
-    if accountant is not None:
-        epsilon = accountant.epsilon(privacy_cfg.delta)
-        metrics.update(epsilon=epsilon, delta=privacy_cfg.delta)
-        log.debug("site %s: %s", data.site, accountant.describe(privacy_cfg.delta, epsilon))
-    new_state = LocalState(
-        step=step,
-        rng_state=generator.get_state(),
-        optimizers={p: opt.state_dict() for p, opt in optimizers.items()},
-        accountant=accountant,
-        stop_reason=stop_reason,
-    )
-    return metrics, new_state
+    return _finish(session, privacy_cfg, step, todo, elapsed, stop_reason, data.site)

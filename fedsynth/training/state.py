@@ -1,8 +1,9 @@
 """What a site keeps between calls of the engine: optimizer states, step, RNG, accountant.
 
 Weights are not here: they live in the model (and, for shared groups, come from the server).
-Saved as a directory: `state.pt` (torch tensors, loaded with weights_only=True) and
-`accountant.json` (the DP history, human-readable), each written atomically.
+Serialised as two blobs: torch tensors (`to_bytes`, loaded with weights_only=True) and the
+accountant's JSON history; where they are stored is the caller's business
+(`fedsynth.client.state_dir.SiteStateDir` at a site).
 """
 
 from __future__ import annotations
@@ -14,11 +15,7 @@ from typing import Any
 
 import torch
 
-from fedsynth.atomic import atomic_write_bytes
 from fedsynth.privacy.accountant import PrivacyAccountant
-
-STATE_FILE = "state.pt"
-ACCOUNTANT_FILE = "accountant.json"
 
 
 @dataclass
@@ -40,13 +37,13 @@ class LocalState:
 
     @classmethod
     def fresh(cls, seed: int, accountant: PrivacyAccountant | None) -> LocalState:
-        """The state before the first step of a run."""
+        """The state before the first step of a run, its random streams seeded by `seed`."""
         return cls(
             step=0, rng_state=torch.Generator().manual_seed(seed).get_state(), accountant=accountant
         )
 
-    def save(self, directory: Path) -> None:
-        directory = Path(directory)
+    def to_bytes(self) -> bytes:
+        """Everything but the accountant, as a torch file's bytes."""
         buffer = io.BytesIO()
         torch.save(
             {
@@ -57,21 +54,11 @@ class LocalState:
             },
             buffer,
         )
-        atomic_write_bytes(directory / STATE_FILE, buffer.getvalue())
-        if self.accountant is not None:
-            self.accountant.save(directory / ACCOUNTANT_FILE)
-        else:
-            (directory / ACCOUNTANT_FILE).unlink(missing_ok=True)
+        return buffer.getvalue()
 
     @classmethod
-    def load(cls, directory: Path) -> LocalState:
-        directory = Path(directory)
-        path = directory / STATE_FILE
-        if not path.is_file():
-            raise FileNotFoundError(f"no training state at {path}")
-        saved = torch.load(path, weights_only=True)
-        accountant_path = directory / ACCOUNTANT_FILE
-        accountant = PrivacyAccountant.load(accountant_path) if accountant_path.is_file() else None
+    def from_bytes(cls, data: bytes, accountant: PrivacyAccountant | None) -> LocalState:
+        saved = torch.load(io.BytesIO(data), weights_only=True)
         return cls(
             step=int(saved["step"]),
             rng_state=saved["rng_state"],
@@ -79,3 +66,12 @@ class LocalState:
             accountant=accountant,
             stop_reason=saved["stop_reason"],
         )
+
+    @classmethod
+    def from_files(cls, state_file: Path, accountant_file: Path) -> LocalState:
+        """A state saved as `to_bytes()` at `state_file` plus an optional accountant file."""
+        if not Path(state_file).is_file():
+            raise FileNotFoundError(f"no training state at {state_file}")
+        accountant_file = Path(accountant_file)
+        accountant = PrivacyAccountant.load(accountant_file) if accountant_file.is_file() else None
+        return cls.from_bytes(Path(state_file).read_bytes(), accountant)

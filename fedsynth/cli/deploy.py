@@ -10,6 +10,7 @@ import shlex
 import subprocess
 from pathlib import Path
 
+from fedsynth.cli.common import parse_sets
 from fedsynth.config import FedsynthConfig
 from fedsynth.deploy.certs import ServerCertificates, make_node_key, make_server_certificates
 from fedsynth.deploy.commands import (
@@ -20,6 +21,7 @@ from fedsynth.deploy.commands import (
     supernode_command,
     write_connection,
 )
+from fedsynth.deploy.local import APP
 
 
 def _exec(cmd: list[str], dry_run: bool) -> int:
@@ -75,12 +77,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     """`flwr run --stream`, then the run directory's verdict: Flower can end a run whose rounds
     failed with exit code 0 (SecAgg+), so the exit code here comes from status.json."""
     run_dir = Path(args.run_dir).resolve()
-    flat = _parse_sets(args.set)
+    flat = parse_sets(args.set)
     flat["federation.run-dir"] = str(run_dir)
     if args.resume:
         flat["federation.resume-from"] = str(run_dir)
-    FedsynthConfig.from_flat(FedsynthConfig().to_flat() | flat)  # every key and value checked
-    cmd = run_command(args.app, args.connection, flat)
+    typed = FedsynthConfig.from_flat(flat).to_flat()  # every key and value checked, and typed
+    cmd = run_command(args.app, args.connection, {k: typed[k] for k in flat})
     print(shlex.join(cmd), flush=True)
     code = subprocess.run(cmd, env=deployment_env()).returncode
     status_file = run_dir / "status.json"
@@ -93,29 +95,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1
 
 
-def _parse_sets(items: list[str]) -> dict[str, bool | int | float | str]:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
-        out[key.strip()] = _typed(value.strip())
-    return out
-
-
-def _typed(text: str) -> bool | int | float | str:
-    """A --set value as the TOML scalar Flower's run config expects."""
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
-
-
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Register `fedsynth deploy` and its steps."""
     deploy = sub.add_parser("deploy", help="multi-hospital deployment (README 'Deploy')")
     steps = deploy.add_subparsers(dest="step", required=True)
@@ -163,6 +143,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--connection", default="fedsynth")
     p.add_argument("--run-dir", type=Path, required=True, help="on the SuperLink's machine")
     p.add_argument("--resume", action="store_true", help="continue --run-dir's last round")
-    p.add_argument("--app", type=Path, default=Path(__file__).resolve().parents[2])
+    p.add_argument("--app", type=Path, default=APP)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.set_defaults(func=cmd_run)

@@ -7,27 +7,24 @@ from pathlib import Path
 
 from rich.table import Table
 
-from fedsynth.cli import _add_config_args, _config, _csv, console, phantom_root
+from fedsynth.cli.common import console, csv, parse_sets
+from fedsynth.cli.training import add_federation_args, federation_config
+from fedsynth.config import FedsynthConfig
 
 
 def _floats(text: str) -> tuple[float, ...]:
-    return tuple(float(v) for v in _csv(text))
+    return tuple(float(v) for v in csv(text))
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from fedsynth.simulations.scenarios import PHANTOM_SCENARIOS, scenario_config
     from fedsynth.simulations.sweep import Setting, run_sweep
 
-    base = scenario_config(args.scenario)
-    if args.data is None and base.data.root is None:
-        if args.scenario not in PHANTOM_SCENARIOS:
-            raise ValueError(f"scenario {args.scenario!r} needs --data (your own dataset)")
-        args.data = phantom_root(Path(args.phantom), seed=base.data.seed)
     settings = [Setting(noise=s) for s in args.noise] + [Setting(epsilon=e) for e in args.budget]
     if not settings:
         raise ValueError("give --noise and/or --budget values to sweep over")
-    dp = dict(item.split("=", 1) for item in args.dp_set)
-    rows = run_sweep(_config(args, base), settings, args.out, dp, args.site, args.bootstrap)
+    cfg = federation_config(args)
+    dp = parse_sets(args.dp_set)
+    rows = run_sweep(cfg, settings, args.out, dp, args.site, args.bootstrap)
     table = Table(title=f"privacy sweep — {args.out / 'sweep.md'}")
     for col in ("setting", "σ", "ε max", "PSNR", "SSIM", "AUC G", "AUC G cal", "AUC D", "reused"):
         table.add_column(col)
@@ -54,8 +51,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
     reference = None
     if args.reference_steps is not None:
-        cfg = RunDirectory(args.run).config()
-        reference = cfg.replace(**{"train.steps": args.reference_steps})
+        flat = RunDirectory(args.run).flat_config() | {"train.steps": args.reference_steps}
+        reference = FedsynthConfig.from_flat(flat)
     doc = audit_run(
         args.run,
         args.site,
@@ -98,13 +95,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if all(c.ok for c in checks) else 1
 
 
-def add_privacy_parser(sub: argparse._SubParsersAction) -> None:
+def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Register `fedsynth privacy …` on the main parser's subcommands."""
     group = sub.add_parser("privacy", help="ε–utility sweeps, membership audits, ε checks")
     commands = group.add_subparsers(dest="privacy_command", required=True)
 
     p = commands.add_parser("sweep", help="one simulated federation per σ or ε target, audited")
-    p.add_argument("--scenario", default="phantom-3site")
     p.add_argument("--noise", type=_floats, default=(), help="σ values, 0 = no DP: 0,0.8,1.1")
     p.add_argument("--budget", type=_floats, default=(), help="ε targets (σ calibrated): 4,8")
     p.add_argument(
@@ -116,9 +112,8 @@ def add_privacy_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--site", default=None, help="site to audit (default: the first)")
     p.add_argument("--out", type=Path, default=Path("runs/sweep"))
-    p.add_argument("--phantom", default="runs/phantom", help="where phantom data is made/reused")
     p.add_argument("--bootstrap", type=int, default=1000)
-    _add_config_args(p)
+    add_federation_args(p)
     p.set_defaults(func=cmd_sweep)
 
     p = commands.add_parser("audit", help="membership inference against one site of a run")

@@ -1,0 +1,39 @@
+"""Model kinds by name, in the style of Opacus's accountant registry: a new kind is one module
+with a `SynthesisModel` subclass and one `@register_model("name")` line. Everything the engine,
+translation and the audits need to know about a kind is a class attribute of the model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+from fedsynth.models.base import SynthesisModel
+
+M = TypeVar("M", bound=type[SynthesisModel])
+MODELS: dict[str, type[SynthesisModel]] = {}
+
+
+def register_model(name: str) -> Callable[[M], M]:
+    """Class decorator: `model.kind=name` builds this class."""
+
+    def register(cls: M) -> M:
+        if name in MODELS and MODELS[name] is not cls:
+            raise ValueError(f"model kind {name!r} is already registered ({MODELS[name]})")
+        MODELS[name] = cls
+        return cls
+
+    return register
+
+
+def model_class(kind: str) -> type[SynthesisModel]:
+    try:
+        return MODELS[kind]
+    except KeyError:
+        raise ValueError(
+            f"unknown model kind {kind!r}; expected one of {', '.join(sorted(MODELS))}"
+        ) from None
+
+
+def known_kinds() -> tuple[str, ...]:
+    """Registered kinds; the built-in ones register when `fedsynth.models` is imported."""
+    return tuple(MODELS)
