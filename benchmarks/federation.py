@@ -12,7 +12,7 @@ or more local steps only lowers its share. Everything else is the product's, run
 Observation, through what the product records (no monkeypatching): each metrics.jsonl line's
 `timings` (the server's phase times from `ValidatedAggregation.phase_times`, its server-side
 evaluation, the round's end) and each site's own timings.jsonl (ClientApp calls, wall clock,
-and their seconds in the training engine; fedsynth.client.rounds) — see fedbench/simulated.py.
+and their seconds in the training engine; SiteStateDir.timings) — see fedbench/simulated.py.
 
 Round decomposition (`overhead_*`, one client at a time: `cpus_per_site` = all cores, so Ray
 runs one actor and the clients' times add up): client = Σ ClientApp calls (open the site,

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from fedbench.memory import MemorySampler, tree_memory
-from fedsynth.client.rounds import read_timings
+from fedsynth.client.state_dir import SiteStateDir
 from fedsynth.config import FedsynthConfig
 from fedsynth.data.pipeline import prepare_sites
 from fedsynth.server.report import write_report
@@ -100,8 +100,8 @@ def simulate_measured(cfg: FedsynthConfig, cpus_per_site: float) -> dict[str, An
         sampler.stop()
     cfg = cfg.replace(**{"federation.min-nodes": min(cfg.federation.min_nodes, len(sites))})
     run = RunDirectory(cfg.federation.run_dir)
-    state = cfg.federation.state_dir or run.path / "sites"
-    calls = [c for s in sites for c in read_timings(state / s.site)]
+    state = cfg.federation.state_dir
+    calls = [c for s in sites for c in SiteStateDir.of_site(s.site, state, run.path).timings()]
     rows = run.metrics()
     if not rows or not calls:
         raise RuntimeError(f"the simulation ran no round (see {run.path / 'flower'})")
