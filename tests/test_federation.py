@@ -315,3 +315,25 @@ def test_heterogeneous_sites_train_and_aggregate_a_unified_model(tmp_path: Path)
     # hospB holds no T2: it scores no T1 → T2 (no weight), the others do.
     assert row["sites"]["hospB"]["evaluate/num-examples"] == 0
     assert row["sites"]["hospA"]["evaluate/num-examples"] > 0
+
+
+def test_round_timelines_for_profiling(data_root: Path, tmp_path: Path) -> None:
+    """The observer hooks a benchmark reads: the server's phase times in each metrics line and
+    each site's own log of its ClientApp calls with their time in the training engine."""
+    from fedsynth.client.state_dir import SiteStateDir
+
+    cfg, sites = make(data_root, tmp_path / "run", **{"federation.num-rounds": 1})
+    run(cfg, sites)
+    row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
+    t = row["timings"]
+    for phase in ("train", "evaluate"):
+        assert t[phase]["start"] <= t[phase]["sent"] <= t[phase]["replied"] <= t["end"]
+    assert t["train"]["replied"] <= t["evaluate"]["start"]
+    assert t["server_eval_seconds"] > 0
+    for site in ("hospA", "hospB", "hospC"):
+        calls = SiteStateDir(tmp_path / "run" / "sites" / site).timings()
+        assert [(c["phase"], c["round"]) for c in calls] == [("train", 1), ("evaluate", 1)]
+        train, evaluate = calls
+        assert t["train"]["sent"] <= train["start"] < train["end"] <= t["train"]["replied"]
+        assert 0 < train["engine_seconds"] < train["end"] - train["start"]
+        assert evaluate["engine_seconds"] == 0
