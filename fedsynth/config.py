@@ -5,7 +5,8 @@ each a frozen dataclass with explicit defaults and validation. Flower's run conf
 `ConfigRecord`s only carry flat scalars, so the config converts to and from flat keys
 `section.field-name` (e.g. `model.base-channels = 16`, `data.modalities = "T1,T2"`); a key
 that is not a field is an error naming it, and a missing key keeps its default — so the
-same defaults hold under `flwr run`, `run_simulation` (empty run config) and the CLI.
+same defaults hold under `flwr run` (a deployment's run config, or the whole config that
+`fedsynth simulate` generates) and the CLI.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from fedsynth.data.config import DataConfig, PreprocessConfig
-from fedsynth.models import known_kinds
 from fedsynth.models.config import ModelConfig
 from fedsynth.privacy.config import PrivacyConfig
 from fedsynth.training.config import TrainConfig
@@ -132,10 +132,6 @@ class FedsynthConfig:
     federation: FederationConfig = field(default_factory=FederationConfig)
 
     def __post_init__(self) -> None:
-        if self.model.kind not in known_kinds():
-            raise ValueError(
-                f"model.kind={self.model.kind!r}: expected one of {', '.join(known_kinds())}"
-            )
         model = dataclasses.replace(
             self.model,
             image_size=self.data.preprocess.image_size,
@@ -211,7 +207,7 @@ def _build(cls: type, flat: dict[str, Any], prefix: str) -> Any:
         elif key in flat:
             kwargs[f.name] = _parse(flat.pop(key), kind, key)
     if not prefix and flat:
-        raise ValueError(f"unknown config key(s): {', '.join(sorted(flat))}")
+        raise ValueError(f"unknown config key {', '.join(repr(k) for k in sorted(flat))}")
     return cls(**kwargs)
 
 

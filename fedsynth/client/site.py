@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import logging
 import math
+import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,10 +77,15 @@ def site_data(cfg: FedsynthConfig, partition: int | None, data_dir: Path | None)
 
 
 class Site:
-    """A site's model, private state and data for one message."""
+    """A site's model, private state and data for one message.
+
+    `engine_seconds` is how long this message spent in the training engine (0 when it did
+    not train): the site's own profiling figure (`SiteStateDir.append_timing`).
+    """
 
     def __init__(self, cfg: FedsynthConfig, identity: SiteIdentity, data: SiteData) -> None:
         self.cfg, self.identity, self.data = cfg, identity, data
+        self.engine_seconds = 0.0
         self.model = build_model(cfg.model, seed=cfg.train.seed)
         identity.state.load_model(self.model)
         fed = cfg.federation
@@ -145,6 +151,7 @@ class Site:
             state = self.model.state_dict()
             anchor = {k: state[k].detach().clone() for k in self.shared_keys}
             proximal = Proximal(proximal_mu, anchor)
+        started = time.perf_counter()
         metrics, state = train_local(
             self.model,
             self.data,
@@ -155,6 +162,7 @@ class Site:
             proximal,
             secret_seed=self.identity.state.secret_seed(),
         )
+        self.engine_seconds += time.perf_counter() - started
         self.save(state)
         out = {k: float(metrics[k]) for k in SHAREABLE_METRICS if k in metrics}
         out |= {
@@ -176,20 +184,16 @@ class Site:
         from fedsynth.evaluation.evaluate import evaluate_translation  # monai: only here
 
         m = self.cfg.model
-        metrics = evaluate_translation(self.model, self.data.test, m.source, m.target)
-        summary = metrics.aggregate()
+        keys = ("psnr_brain", "ssim_brain", "mae_brain", "psnr_whole", "ssim_whole", "mae_whole")
+        if not {m.source, m.target} <= set(self.data.test):
+            # A site without that pair of contrasts scores nothing: same keys (Flower needs
+            # them at every site), no weight in any average.
+            summary, count = dict.fromkeys(keys, math.nan), 0
+        else:
+            metrics = evaluate_translation(self.model, self.data.test, m.source, m.target)
+            summary, count = metrics.aggregate(), len(self.data.test[m.source])
         return {
-            "num-examples": float(len(self.data.test[m.source])),
+            "num-examples": float(count),
             "site-id": float(self.identity.site_id),
-            **{
-                k: summary[k]
-                for k in (
-                    "psnr_brain",
-                    "ssim_brain",
-                    "mae_brain",
-                    "psnr_whole",
-                    "ssim_whole",
-                    "mae_whole",
-                )
-            },
+            **{k: summary[k] for k in keys},
         }

@@ -26,9 +26,12 @@ MODES = ("source-as-is", "centralized", "local")
 
 
 def train_site(
-    cfg: FedsynthConfig, site: SiteData, label: str, progress: bool = True, chunk: int = 10
+    cfg: FedsynthConfig, site: SiteData, label: str, progress: bool = False, chunk: int = 10
 ) -> tuple[SynthesisModel, dict[str, float]]:
-    """Train a fresh model for the whole run (`cfg.train.steps`) on one site's data."""
+    """Train a fresh model for the whole run (`cfg.train.steps`) on one site's data.
+
+    `progress` draws a progress bar on the terminal (the CLI asks for it); otherwise the
+    start and end of training are logged."""
     model = build_model(cfg.model, seed=cfg.train.seed)
     state: LocalState | None = None
     metrics: dict[str, float] = {}
@@ -38,6 +41,7 @@ def train_site(
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
+    log.info("training %s: %d steps", label, cfg.train.steps)
     with Progress(*columns, disable=not progress, transient=True) as bar:
         task = bar.add_task(f"training {label}", total=cfg.train.steps)
         while state is None or state.step < cfg.train.steps:
@@ -48,6 +52,7 @@ def train_site(
             if metrics.get("budget_exhausted"):
                 log.warning("%s: %s", label, state.stop_reason)
                 break
+    log.info("trained %s", label)
     return model, metrics
 
 
@@ -60,7 +65,7 @@ def run_baselines(
     sites: list[SiteData],
     out: Path,
     modes: tuple[str, ...] = MODES,
-    progress: bool = True,
+    progress: bool = False,
 ) -> dict[str, dict[str, float]]:
     """Train and evaluate each baseline; write checkpoints, sample grids and baselines.json.
 
