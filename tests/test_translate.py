@@ -7,6 +7,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from conftest import SHAPE, TINY_MODEL, head
 
 from fedsynth.cli import main
@@ -15,6 +16,7 @@ from fedsynth.data.layouts import DatasetError
 from fedsynth.evaluation.translate import infer_modality, translate_volume
 from fedsynth.models import ModelConfig, build_model
 from fedsynth.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from fedsynth.simulations.scenarios import SCENARIOS, scenario_config
 
 
 @pytest.fixture
@@ -207,3 +209,11 @@ def test_header_survives(ckpt: Path, asymmetric, tmp_path: Path) -> None:
     np.testing.assert_allclose(res.get_best_affine(), src.get_best_affine(), atol=1e-6)
     np.testing.assert_allclose(res.get_qform(), src.get_qform(), atol=1e-6)
     assert res.get_data_dtype() == np.float32
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_every_scenario_runs_at_128_px(scenario: str) -> None:
+    cfg = scenario_config(scenario, {"data.preprocess.image-size": 128})
+    model = build_model(cfg.model, seed=0)
+    out = model.translate(torch.zeros(2, 1, 128, 128), cfg.model.source, cfg.model.target)
+    assert out.shape == (2, 1, 128, 128) and torch.isfinite(out).all()
