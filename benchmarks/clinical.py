@@ -63,18 +63,19 @@ RECIPE: dict[str, object] = SMALL_MODEL | {
     "federation.share": "generators",
     "data.test-fraction": 0.375,
 }
-# (size, target, training steps per model, segmenter steps, rows trained). The budget of a
-# shared 2-core machine: 128 px only for T1 → FLAIR (where lesions show best), no DP row, and
-# the 2-mm phantom (a 1-mm one took ~75 s per subject here): at 128 px a pixel is ~0.85 of a
-# 2-mm voxel, so the 128-px rows measure the models at that size, not finer anatomy.
+# (size, target, training steps per model, segmenter steps, rows trained), in the order they
+# run; the JSON is rewritten after each. The budget of a shared 2-core machine (a 64-px step
+# took ~2 s under its load): 128 px only for T1 → FLAIR (where lesions show best), few steps,
+# no DP row, and the 2-mm phantom (a 1-mm one took ~75 s per subject here). At 128 px a pixel
+# is ~0.85 of a 2-mm voxel: the 128-px rows measure the models at that size, not finer anatomy.
 FULL = {
     "sites": 3,
     "subjects": 8,
     "resolution": 2,
     "plan": (
-        (64, "T2", 300, 300, ("centralized", "federated")),
-        (64, "FLAIR", 300, 300, ("centralized", "federated")),
-        (128, "FLAIR", 200, 200, ("centralized", "federated")),
+        (64, "FLAIR", 200, 300, ("centralized", "federated")),
+        (128, "FLAIR", 100, 200, ("centralized", "federated")),
+        (64, "T2", 200, 300, ("centralized", "federated")),
     ),
     "rounds": 10,
 }
@@ -133,6 +134,14 @@ def targets_met(summaries: dict, suffix: str, rows: tuple[str, ...]) -> dict[str
         s.get("false_lesion_ml", math.inf) < 0.5
     )
     return out
+
+
+def finite(figures: dict[str, float], seconds: dict[str, float]) -> dict[str, float]:
+    """The figures so far with the stage times; a measure a row does not have (e.g. lesion
+    metrics without lesion subjects) is left out."""
+    out = {k: v for k, v in figures.items() if not math.isnan(v)}
+    out |= {f"seconds_{k}": v for k, v in seconds.items()}
+    return out | {"seconds_total": sum(seconds.values())}
 
 
 def main() -> None:
@@ -223,15 +232,12 @@ def main() -> None:
             figures[f"test_subjects_{suffix}"] = summaries["real"]["subjects"]
             figures[f"steps_{suffix}"] = steps
             figures[f"segmenter_steps_{suffix}"] = seg_steps
+            write_result("clinical", finite(figures, seconds), args.out)
             if not args.quick:
                 band_figure(
                     {r: {suffix: s} for r, s in summaries.items() if r != "real"},
                     RESULTS / f"clinical_kspace_bands_{suffix}.png",
                 )
-    figures |= {f"seconds_{k}": v for k, v in seconds.items()}
-    figures["seconds_total"] = sum(seconds.values())
-    # A measure a row does not have (e.g. lesion metrics without lesion subjects) is left out.
-    write_result("clinical", {k: v for k, v in figures.items() if not math.isnan(v)}, args.out)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from fedsynth.evaluation.segmentation import SegmentationMetrics, SegmenterConfi
 from fedsynth.evaluation.suite import SOURCE_AS_IS, evaluate_direction
 from fedsynth.server.app import run_federation
 
-QUICK_SEGMENTER = SegmenterConfig(steps=200, lr=5e-3, batch_size=8)
+QUICK_SEGMENTER = SegmenterConfig(steps=200)
 
 
 def test_segmenter_learns_on_phantom_data(tmp_path: Path) -> None:

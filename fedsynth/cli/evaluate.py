@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from fedsynth.cli.common import add_config_args, config_from_args, console, flat_from_args
+from fedsynth.evaluation.segmentation import DEFAULT_SEGMENTER
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -36,7 +37,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", type=Path, nargs="?", default=None, help="a run directory")
     p.add_argument("--checkpoint", type=Path, default=None, help="a checkpoint (with --data)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default RUN/evaluation)")
-    p.add_argument("--segmenter-steps", type=int, default=400, help="UNet training steps")
+    p.add_argument(
+        "--segmenter-steps", type=int, default=DEFAULT_SEGMENTER.steps, help="UNet training steps"
+    )
     p.add_argument(
         "--no-segmentation", action="store_true", help="skip segmentation and lesion metrics"
     )

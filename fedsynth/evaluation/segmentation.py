@@ -38,9 +38,9 @@ class SegmenterConfig:
     channels: tuple[int, ...] = (16, 32, 64, 128)
     strides: tuple[int, ...] = (2, 2, 2)
     res_units: int = 0
-    steps: int = 400
-    batch_size: int = 16
-    lr: float = 2e-3
+    steps: int = 300
+    batch_size: int = 8
+    lr: float = 5e-3
     seed: int = 0
 
     def __post_init__(self) -> None:
