@@ -273,6 +273,50 @@ def test_mu_reaches_the_engine_only_from_fedprox(
         FedsynthConfig.from_flat({"federation.strategy": "fedavg", "federation.proximal-mu": 0.25})
 
 
+def test_heterogeneous_sites_train_and_aggregate_a_unified_model(tmp_path: Path) -> None:
+    """Three hospitals holding different contrast pairs train one unified generator; every
+    site trains on what it has and the server aggregates the shared generator."""
+    import nibabel as nib
+    from conftest import AFFINE, head
+
+    from fedsynth.data.layouts import write_subject
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "data"
+    sites = ("hospA", "hospB", "hospC")
+    for si, site in enumerate(sites):
+        for k in range(4):
+            contrasts = (("T1", 1.0), ("T2", -1.5), ("PD", 0.5))
+            images = {m: nib.Nifti1Image(head(rng, c), AFFINE) for m, c in contrasts}
+            write_subject(root / site, "bids", site, si * 100 + k, images)
+    (root / "dataset.json").write_text(json.dumps({"sites": [{"name": s} for s in sites]}))
+    held = {"hospA": ("T1", "T2"), "hospB": ("T1", "PD"), "hospC": ("T2", "PD")}
+    cfg, data = make(
+        root,
+        tmp_path / "run",
+        **{
+            "model.kind": "unified",
+            "data.modalities": "T1,T2,PD",
+            "data.site-modalities": ",".join(f"{s}={'+'.join(m)}" for s, m in held.items()),
+            "federation.num-rounds": 1,
+        },
+    )
+    assert {s.site: tuple(s.train) for s in data} == held
+    before = build_model(cfg.model, seed=cfg.train.seed).state_dict()
+    run(cfg, data)
+    row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
+    assert {s: v["train_status"] for s, v in row["sites"].items()} == dict.fromkeys(
+        sites, "accepted"
+    )
+    after = load_checkpoint(tmp_path / "run" / "checkpoints" / "round-0001.safetensors")
+    shared = after.meta["shared_keys"]
+    assert shared and all(k.startswith("G.") for k in shared)
+    assert any(not np.array_equal(before[k], after.model.state_dict()[k]) for k in shared)
+    # hospB holds no T2: it scores no T1 → T2 (no weight), the others do.
+    assert row["sites"]["hospB"]["evaluate/num-examples"] == 0
+    assert row["sites"]["hospA"]["evaluate/num-examples"] > 0
+
+
 def test_round_timelines_for_profiling(data_root: Path, tmp_path: Path) -> None:
     """The observer hooks a benchmark reads: the server's phase times in each metrics line and
     each site's own log of its ClientApp calls with their time in the training engine."""
@@ -293,3 +337,28 @@ def test_round_timelines_for_profiling(data_root: Path, tmp_path: Path) -> None:
         assert t["train"]["sent"] <= train["start"] < train["end"] <= t["train"]["replied"]
         assert 0 < train["engine_seconds"] < train["end"] - train["start"]
         assert evaluate["engine_seconds"] == 0
+
+
+def test_report_names_the_round_chosen_on_validation(data_root: Path, tmp_path: Path) -> None:
+    """With validation subjects the server scores every round on them too; the report adds
+    the round that scored best there (never chosen on the test subjects)."""
+    from fedsynth.server.report import chosen_round
+
+    cfg, sites = make(
+        data_root,
+        tmp_path / "run",
+        **{"data.validation-fraction": 0.25, "privacy.enabled": False},
+    )
+    assert all(
+        s.validation and not set(s.validation["T1"].subjects) & set(s.test["T1"].subjects)
+        for s in sites
+    )
+    run(cfg, sites)
+    rows = _rows(tmp_path / "run")
+    assert all("validation/psnr_brain" in r["server"] for r in rows)
+    best = max(rows, key=lambda r: r["server"]["validation/psnr_brain"])
+    assert chosen_round(rows)["round"] == best["round"]
+    assert (
+        f"round {best['round']} (chosen on validation)"
+        in (tmp_path / "run" / "report.md").read_text()
+    )

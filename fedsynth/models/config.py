@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fedsynth.models.registry import known_kinds
+
 NORM_KINDS = ("instance", "group")
 
 
@@ -54,6 +56,10 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "modalities", tuple(self.modalities))
+        if self.kind not in known_kinds():
+            raise ValueError(
+                f"ModelConfig.kind must be one of {known_kinds()}, got {self.kind!r}"
+            )
         if self.norm not in NORM_KINDS:
             raise ValueError(f"ModelConfig.norm must be one of {NORM_KINDS}, got {self.norm!r}")
         if len(self.modalities) < 2 or len(set(self.modalities)) != len(self.modalities):

@@ -59,8 +59,12 @@ def training_sets(model: SynthesisModel, data: SiteData) -> dict[str, SliceSet]:
             f"site {data.site!r} has no training slices of {missing} "
             f"(a {cfg.kind} model needs every one of {model.training_modalities})"
         )
-    if not any(len(s) for s in sets.values()):
-        raise ValueError(f"site {data.site!r} has no training slices of any of {cfg.modalities}")
+    present = [m for m, s in sets.items() if len(s)]
+    if len(present) < 2:
+        raise ValueError(
+            f"site {data.site!r} has training slices of {present or 'none'} of "
+            f"{list(cfg.modalities)}: a site needs at least two contrasts to train"
+        )
     for modality, s in sets.items():
         if s.images.shape[1:] != (cfg.image_size, cfg.image_size):
             raise ValueError(
