@@ -26,7 +26,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     modes = {"centralized": ("centralized",), "local": ("local",)}.get(
         args.mode, ("source-as-is", "centralized", "local")
     )
-    results = run_baselines(cfg, sites, args.out, modes)
+    results = run_baselines(cfg, sites, args.out, modes, progress=True)
     console.print(comparison_table(results, title=f"{cfg.model.source} → {cfg.model.target}"))
     console.print(f"checkpoints, grids and baselines.json in {args.out}")
     return 0
