@@ -11,6 +11,7 @@ Outputs: sweep.csv, sweep.md and utility_vs_epsilon.png in OUT.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import logging
@@ -155,7 +156,10 @@ def run_sweep(
     out = Path(out)
     sites, _ = prepare_sites(base.data, progress=False)
     # One calibration recipe for every setting: the non-private run's (trained once per site).
-    reference = base.replace(**{"privacy.enabled": False})
+    # ... trained as long as one site of the federation (its step budget, not train.steps).
+    reference = dataclasses.replace(base, train=base.federated_train).replace(
+        **{"privacy.enabled": False}
+    )
     rows = []
     for i, setting in enumerate(settings, 1):
         cfg = resolve(base, setting, sites, dp or {})
