@@ -22,8 +22,9 @@ from fedsynth.config import FedsynthConfig
 from fedsynth.data.slices import SiteData
 from fedsynth.evaluation.evaluate import evaluate_translation, save_sample_grid
 from fedsynth.evaluation.metrics import SynthesisMetrics
-from fedsynth.models import SynthesisModel, build_model
+from fedsynth.models import SynthesisModel
 from fedsynth.models.checkpoint import CheckpointError, load_checkpoint
+from fedsynth.models.warm_start import initial_model
 from fedsynth.server.report import write_report
 from fedsynth.server.run_dir import RunDirectory
 from fedsynth.strategies import ValidatedAggregation, build_strategy
@@ -57,7 +58,8 @@ def _start_point(cfg: FedsynthConfig) -> tuple[RunDirectory, SynthesisModel, int
     if fed.resume_from is None:
         run = RunDirectory(fed.run_dir)
         run.create(cfg)
-        return run, build_model(cfg.model, seed=cfg.train.seed), 0
+        model = initial_model(cfg.model, cfg.train.seed, cfg.train.init_checkpoint)
+        return run, model, 0
     run = RunDirectory(fed.resume_from)
     saved = run.config()
     if saved.model != cfg.model:

@@ -17,9 +17,11 @@ from fedsynth.config import FedsynthConfig
 from fedsynth.data.slices import SiteData, pool_sites
 from fedsynth.evaluation.evaluate import evaluate_translation, save_sample_grid
 from fedsynth.evaluation.metrics import SynthesisMetrics
-from fedsynth.models import SynthesisModel, build_model
+from fedsynth.models import SynthesisModel
 from fedsynth.models.checkpoint import save_checkpoint
+from fedsynth.models.warm_start import initial_model
 from fedsynth.training import LocalState, train_local
+from fedsynth.training.ema import load_ema
 
 log = logging.getLogger(__name__)
 MODES = ("source-as-is", "centralized", "local")
@@ -28,8 +30,9 @@ MODES = ("source-as-is", "centralized", "local")
 def train_site(
     cfg: FedsynthConfig, site: SiteData, label: str, progress: bool = True, chunk: int = 10
 ) -> tuple[SynthesisModel, dict[str, float]]:
-    """Train a fresh model for the whole run (`cfg.train.steps`) on one site's data."""
-    model = build_model(cfg.model, seed=cfg.train.seed)
+    """Train a model for the whole run (`cfg.train.steps`) on one site's data, from random
+    weights or `train.init-checkpoint`; with `train.ema-decay` the result is the average."""
+    model = initial_model(cfg.model, cfg.train.seed, cfg.train.init_checkpoint)
     state: LocalState | None = None
     metrics: dict[str, float] = {}
     columns = (
@@ -48,6 +51,8 @@ def train_site(
             if metrics.get("budget_exhausted"):
                 log.warning("%s: %s", label, state.stop_reason)
                 break
+    if state is not None and state.ema is not None:
+        load_ema(model, state.ema)
     return model, metrics
 
 
