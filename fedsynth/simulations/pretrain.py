@@ -59,7 +59,7 @@ def _data_card(cfg: FedsynthConfig, sites: list, source: str) -> dict[str, Any]:
         "training_subjects": len(subjects),
         "training_slices": sum(s.num_train_slices() for s in sites),
         "protocols": described.get("randomised_ranges")
-        or {s["name"]: s["protocols"] for s in described.get("sites", [])}
+        or {s["name"]: s["protocols"] for s in described.get("sites", []) if "protocols" in s}
         or "not described by the dataset",
         "lesions": described.get("lesions", "unknown"),
     }
