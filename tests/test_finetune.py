@@ -43,8 +43,10 @@ def test_frozen_parameters_stay_bitwise_unchanged_under_fine_tuning() -> None:
 def test_per_sample_gradients_of_the_trainable_subset_match_a_loop_in_float64(views: int) -> None:
     model = build_model(tiny_config(trainable="norm-bias")).double()
     gen = torch.Generator().manual_seed(0)
-    images = {m: torch.rand(3, 1, 32, 32, generator=gen, dtype=torch.float64) * 2 - 1
-              for m in ("T1", "T2")}
+    images = {
+        m: torch.rand(3, 1, 32, 32, generator=gen, dtype=torch.float64) * 2 - 1
+        for m in ("T1", "T2")
+    }
     views_of = augment(images, views, torch.Generator().manual_seed(1))
     batch = model.make_batch(views_of, gen)
     per_sample, _ = per_sample_gradients(model, "generators", batch, views)
@@ -72,7 +74,8 @@ def test_ema_does_not_touch_the_accountant() -> None:
 
 def test_architecture_mismatched_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
     path = save_checkpoint(
-        tmp_path / "public.safetensors", build_model(tiny_config(base_channels=4)),
+        tmp_path / "public.safetensors",
+        build_model(tiny_config(base_channels=4)),
         FedsynthConfig().data.preprocess,
     )
     with pytest.raises(CheckpointError) as err:
@@ -88,12 +91,20 @@ def test_architecture_mismatched_checkpoint_is_a_clear_error(tmp_path: Path) -> 
 def test_model_card_is_written(tiny_bids: Path, tmp_path: Path) -> None:
     from fedsynth.simulations.pretrain import pretrain
 
-    cfg = FedsynthConfig.from_flat({
-        "data.root": str(tiny_bids), "data.cache-dir": str(tmp_path / "cache"),
-        "data.preprocess.image-size": 32, "model.base-channels": 4, "model.res-blocks": 1,
-        "model.disc-channels": 4, "model.disc-layers": 2, "train.steps": 2,
-        "train.batch-size": 2, "privacy.enabled": True,
-    })
+    cfg = FedsynthConfig.from_flat(
+        {
+            "data.root": str(tiny_bids),
+            "data.cache-dir": str(tmp_path / "cache"),
+            "data.preprocess.image-size": 32,
+            "model.base-channels": 4,
+            "model.res-blocks": 1,
+            "model.disc-channels": 4,
+            "model.disc-layers": 2,
+            "train.steps": 2,
+            "train.batch-size": 2,
+            "privacy.enabled": True,
+        }
+    )
     path = pretrain(cfg, tmp_path / "pre", progress=False)
     card = read_model_card(path)
     assert card["privacy"]["private_data_used"] is False and card["privacy"]["epsilon"] == 0.0

@@ -29,8 +29,8 @@ import torch
 from fedsynth.config import FedsynthConfig
 from fedsynth.data.slices import SiteData, SliceSet
 from fedsynth.models import SynthesisModel
-from fedsynth.models.warm_start import initial_model
 from fedsynth.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from fedsynth.models.warm_start import initial_model
 from fedsynth.training import train_local
 
 log = logging.getLogger(__name__)

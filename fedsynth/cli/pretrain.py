@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 from pathlib import Path
 
 from fedsynth.cli.common import add_config_args, config_from_args, console
@@ -17,9 +19,10 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     source = "dataset"
     if cfg.data.root is None:
         source = "phantom"
-        root = public_phantom(args.out / "public-phantom", args.subjects, cfg)
+        root = public_phantom(args.phantom or args.out / "public-phantom", args.subjects, cfg)
         cfg = cfg.replace(**{"data.root": str(root)})
-    path = pretrain(cfg, args.out, source)
+    command = shlex.join(["fedsynth", *sys.argv[1:]])
+    path = pretrain(cfg, args.out, source, command=command)
     console.print(f"[green]public warm start[/]: {path} (model card: {card_paths(path)[1]})")
     console.print(f"fine-tune from it with --set train.init-checkpoint={path}")
     return 0
@@ -40,6 +43,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=40,
         help="subjects of the domain-randomised phantom (without --data)",
+    )
+    p.add_argument(
+        "--phantom",
+        type=Path,
+        default=None,
+        help="where the public phantom is made or reused (default OUT/public-phantom)",
     )
     add_config_args(p)
     p.set_defaults(func=cmd_pretrain)

@@ -23,9 +23,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     sites, _ = prepare_sites(cfg.data)
-    modes = {"centralized": ("centralized",), "local": ("local",)}.get(
-        args.mode, ("source-as-is", "centralized", "local")
-    )
+    modes = {"centralized": ("centralized",), "local": ("local",)}.get(args.mode)
     results = run_baselines(cfg, sites, args.out, modes)
     console.print(comparison_table(results, title=f"{cfg.model.source} → {cfg.model.target}"))
     console.print(f"checkpoints, grids and baselines.json in {args.out}")

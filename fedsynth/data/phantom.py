@@ -7,8 +7,9 @@ signal equations (`mr_signal`) mixed per voxel by tissue fraction, |Σ fraction�
 site is a scanner: field strength, TR/TE/TI, Rician noise, bias field and subject count differ,
 which is the heterogeneity federated training has to cope with. A *domain-randomised* cohort
 (`acquisition="randomised"`) draws a scanner per subject instead, over clinical ranges: the
-public pretraining data of a warm start that has seen the protocols hospitals use. Intensities are scanner-like
-(brightest normal tissue = FULL_SCALE before bias and noise; noise σ is a fraction of it).
+public pretraining data of a warm start that has seen the protocols hospitals use.
+Intensities are scanner-like (brightest normal tissue = FULL_SCALE before bias and noise;
+noise σ is a fraction of it).
 Labels: 0 background, 1 CSF, 2 GM, 3 WM, 4 oedema, 5 tumour core. Files are written with the
 same layout writers the loaders read, so phantom and hospital data share one code path.
 """

@@ -36,7 +36,10 @@ def _markdown(card: Mapping[str, Any]) -> str:
         if not isinstance(values, Mapping):
             continue
         lines += [f"## {section}", ""]
-        lines += [f"- **{k}**: {json.dumps(v) if not isinstance(v, str) else v}" for k, v in values.items()]
+        lines += [
+            f"- **{k}**: {json.dumps(v) if not isinstance(v, str) else v}"
+            for k, v in values.items()
+        ]
         lines.append("")
     return "\n".join(lines)
 

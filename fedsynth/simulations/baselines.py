@@ -24,7 +24,7 @@ from fedsynth.training import LocalState, train_local
 from fedsynth.training.ema import load_ema
 
 log = logging.getLogger(__name__)
-MODES = ("source-as-is", "centralized", "local")
+MODES = ("source-as-is", "public-only", "centralized", "local")
 
 
 def train_site(
@@ -64,14 +64,18 @@ def run_baselines(
     cfg: FedsynthConfig,
     sites: list[SiteData],
     out: Path,
-    modes: tuple[str, ...] = MODES,
+    modes: tuple[str, ...] | None = None,
     progress: bool = True,
 ) -> dict[str, dict[str, float]]:
     """Train and evaluate each baseline; write checkpoints, sample grids and baselines.json.
 
     Every method is scored on the union of all sites' paired test subjects (local-only: each
-    site's model on its own test subjects), source → target of `cfg.model`.
+    site's model on its own test subjects), source → target of `cfg.model`. "public-only" is
+    the warm start (`train.init-checkpoint`) untouched: what the sites get without training.
     """
+    if modes is None:  # every baseline that applies
+        warm = cfg.train.init_checkpoint is not None
+        modes = tuple(m for m in MODES if warm or m != "public-only")
     unknown = set(modes) - set(MODES)
     if unknown:
         raise ValueError(f"unknown baseline mode(s) {sorted(unknown)}: expected {MODES}")
@@ -84,6 +88,14 @@ def run_baselines(
         for site in sites:
             evaluate_translation(None, site.test, src, tgt, floor)
         results["source-as-is"] = _summary(floor)
+    if "public-only" in modes:
+        if cfg.train.init_checkpoint is None:
+            raise ValueError("the public-only baseline needs train.init-checkpoint")
+        start = initial_model(cfg.model, cfg.train.seed, cfg.train.init_checkpoint)
+        public = SynthesisMetrics()
+        for site in sites:
+            evaluate_translation(start, site.test, src, tgt, public)
+        results["public-only"] = _summary(public)
     if "centralized" in modes:
         pooled = pool_sites(sites)
         model, train_metrics = train_site(cfg, pooled, "centralized", progress)

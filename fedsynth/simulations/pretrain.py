@@ -69,12 +69,17 @@ def _data_card(cfg: FedsynthConfig, sites: list, source: str) -> dict[str, Any]:
 
 
 def pretrain(
-    cfg: FedsynthConfig, out: Path, source: str = "dataset", progress: bool = True
+    cfg: FedsynthConfig,
+    out: Path,
+    source: str = "dataset",
+    progress: bool = True,
+    command: str = "",
 ) -> Path:
     """Train `cfg`'s model on the public data at `cfg.data.root` (all sites pooled, no DP);
     write OUT/model.safetensors and its model card; return the checkpoint path.
 
-    `source` names the data in the card ("phantom" for the domain-randomised phantom)."""
+    `source` names the data in the card ("phantom" for the domain-randomised phantom);
+    `command` is the command line that reproduces it."""
     if cfg.data.root is None:
         raise ValueError("pretrain needs public data: data.root (or the phantom)")
     if source != "phantom":
@@ -96,6 +101,7 @@ def pretrain(
             "lr": cfg.train.lr,
             "seed": cfg.train.seed,
             "config_digest": cfg.digest(),
+            "command": command,
         },
         "privacy": {
             "private_data_used": False,
@@ -104,12 +110,11 @@ def pretrain(
             "fine-tuning, reported at its own privacy unit",
         },
         "public_validation": {
-            k: round(validation[k], 4) for k in ("psnr_brain", "ssim_brain", "mae_brain", "subjects")
+            k: round(validation[k], 4)
+            for k in ("psnr_brain", "ssim_brain", "mae_brain", "subjects")
         },
     }
-    path = save_checkpoint(
-        Path(out) / CHECKPOINT, model, cfg.data.preprocess, {"model_card": card}
-    )
+    path = save_checkpoint(Path(out) / CHECKPOINT, model, cfg.data.preprocess, {"model_card": card})
     write_model_card(path, card)
     log.info("public warm start %s: %s", path, card["public_validation"])
     return path

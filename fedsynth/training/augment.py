@@ -42,10 +42,14 @@ def augment(
         flips = torch.rand(n, generator=generator) < 0.5
         shifts = torch.randint(-MAX_SHIFT, MAX_SHIFT + 1, (n, 2), generator=generator)
         repeated = batch.repeat_interleave(views, dim=0)
-        out[modality] = torch.stack(
-            [
-                _view(x, bool(f), int(dy), int(dx))
-                for x, f, (dy, dx) in zip(repeated, flips, shifts, strict=True)
-            ]
-        ) if n else repeated
+        out[modality] = (
+            torch.stack(
+                [
+                    _view(x, bool(f), int(dy), int(dx))
+                    for x, f, (dy, dx) in zip(repeated, flips, shifts, strict=True)
+                ]
+            )
+            if n
+            else repeated
+        )
     return out
