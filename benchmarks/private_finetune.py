@@ -92,9 +92,75 @@ def warm_start(work: Path, quick: bool, base: FedsynthConfig) -> Path:
     return pretrain(cfg.replace(**{"data.root": str(root)}), work / "pretrain", "phantom", False)
 
 
+CANDIDATES = {
+    "recipe": {},
+    "all_weights": {"model.trainable": "all"},
+    "flat_clipping": {"privacy.clipping": "flat"},
+    "no_ema": {"train.ema-decay": 0.0},
+    "augment_x2": {"train.augmentations": 2},
+    "lr_5e-4": {"train.lr": 5e-4},
+}
+"""One-at-a-time departures from PRIVATE_FINETUNE, compared by --select on public data."""
+
+
+def select_recipe(work: Path, quick: bool) -> dict[str, float]:
+    """Centralized DP fine-tunes (ε ≤ 8, patient-level) of the warm start on a PUBLIC validation
+    cohort — a phantom hospital with the same kind of shift as the private ones (long TE,
+    lesions) but its own seed and subjects — scored on that cohort's held-out subjects. The
+    private sites and their test splits are never touched."""
+    from fedsynth.privacy.calibrate import calibrate_sigma
+    from fedsynth.simulations.sweep import max_sample_rate
+
+    root = work / "public-validation"
+    if not (root / "dataset.json").is_file():
+        phantom = PhantomConfig(
+            sites=1,
+            subjects_per_site=4 if quick else 24,
+            modalities=("T1", "T2"),
+            seed=200,
+            scanners="long-te",
+            lesions=True,
+        )
+        generate_phantom(phantom, root, progress=False)
+    steps = 2 if quick else 40
+    base = scenario_config(
+        "phantom-3site",
+        (QUICK_MODEL if quick else {})
+        | PRIVATE_FINETUNE
+        | {
+            "data.root": str(root),
+            "data.cache-dir": str(work / "cache"),
+            "data.preprocess.image-size": 32 if quick else 64,
+            "train.batch-size": 4 if quick else 8,
+            "train.steps": steps,
+            "privacy.delta": DELTA,
+        },
+    )
+    checkpoint = warm_start(work, quick, base)
+    base = base.replace(**{"train.init-checkpoint": str(checkpoint)})
+    sites, _ = prepare_sites(base.data, progress=False)
+    figures: dict[str, float] = {}
+    for name, change in CANDIDATES.items():
+        cfg = base.replace(**change)
+        q = max_sample_rate(cfg, sites)
+        sigma = calibrate_sigma(8.0, DELTA, q, steps, cfg.privacy.accountant)
+        cfg = cfg.replace(**{"privacy.noise-multiplier": sigma})
+        result = run_baselines(cfg, sites, work / "select" / name, ("centralized",), False)
+        figures |= {f"{k}_{name}": result["centralized"][k] for k in METRICS}
+    figures["psnr_brain_public_only"] = run_baselines(
+        base, sites, work / "select" / "public", ("public-only",), False
+    )["public-only"]["psnr_brain"]
+    return figures
+
+
 def main() -> None:
     p = parser(__doc__)
     p.add_argument("--work", type=Path, default=None, help="keep data and runs here (reused)")
+    p.add_argument(
+        "--select",
+        action="store_true",
+        help="compare recipe variants on public data (results/private_finetune_selection.json)",
+    )
     args = p.parse_args()
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
@@ -105,6 +171,14 @@ def main() -> None:
     keep = Path(args.work) if args.work else None
     tmp = None if keep else tempfile.mkdtemp(prefix="fedsynth-ft-")
     work = keep or Path(tmp)
+    if args.select:
+        try:
+            figures = select_recipe(work, args.quick)
+        finally:
+            if tmp:
+                shutil.rmtree(tmp, ignore_errors=True)
+        write_result("private_finetune_selection", figures, args.out)
+        return
     try:
         flat = (QUICK_MODEL if args.quick else {}) | {
             "data.root": str(private_phantom(work / "private", size["subjects"])),
