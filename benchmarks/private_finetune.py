@@ -44,8 +44,8 @@ from fedsynth.simulations.sweep import ATTACKS, Setting, run_sweep
 FULL = {
     "subjects": 60,
     "size": 64,
-    "rounds": 5,
-    "local_steps": 20,
+    "rounds": 3,
+    "local_steps": 10,
     "budgets": (1.0, 4.0, 8.0),
     "bootstrap": 1000,
 }
