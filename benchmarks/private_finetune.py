@@ -2,7 +2,7 @@
 
 Setting: a public cohort (the embedded phantom, domain-randomised: every subject on its own
 scanner over `RANDOM_RANGES`, no lesions) and three private hospitals that differ from it
-(`scanners="long-te"`: T2/PD echo times 1.5-1.7x the reference, outside the public ranges;
+(`scanners="long-te"`: T2/PD echo times 2.0-2.2x the reference, outside the public ranges;
 lesions at every private subject). T1 → T2 CycleGAN (the phantom-3site recipe), 64 px.
 Each private site has PRIVATE_SUBJECTS phantom subjects (a quarter held out, paired); DP is
 patient-level (`privacy.unit=subject`, each sampled patient adds one clipped gradient) at

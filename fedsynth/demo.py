@@ -35,11 +35,11 @@ console = Console()
 # Sized to finish in minutes on a 2-core laptop CPU; `fedsynth simulate` runs longer ones.
 DEMO = {
     "data.preprocess.image-size": 64,
-    "federation.num-rounds": 4,
-    "federation.local-steps": 15,
+    "federation.num-rounds": 3,
+    "federation.local-steps": 10,
     "train.batch-size": 8,
 }
-DEMO_SUBJECTS = 20
+DEMO_SUBJECTS = 16
 DEMO_EPSILON = 8.0
 
 

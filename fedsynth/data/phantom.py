@@ -208,12 +208,13 @@ DEFAULT_SCANNERS = (
 )
 
 
-# Outside `random_scanner`'s ranges: long-TE T2/PD (TE × 1.5-1.7) and shortened TR. What a
-# warm start pretrained on a randomised public cohort has not seen (fine-tuning's job).
+# Outside `random_scanner`'s ranges: heavily T2-weighted T2/PD (TE × 2.0-2.2, i.e. T2w TE
+# 200-220 ms), which darkens grey and white matter against CSF. What a warm start pretrained
+# on a randomised public cohort has not seen (fine-tuning's job).
 LONG_TE_SCANNERS = (
-    Scanner(1.5, 0.80, 1.60, 1.00, 8.0, noise_sigma=0.02, bias_amplitude=0.10),
-    Scanner(3.0, 0.75, 1.50, 0.90, 9.0, noise_sigma=0.015, bias_amplitude=0.25),
-    Scanner(3.0, 0.85, 1.70, 1.10, 7.0, noise_sigma=0.03, bias_amplitude=0.20),
+    Scanner(1.5, 1.00, 2.00, 1.00, 8.0, noise_sigma=0.02, bias_amplitude=0.10),
+    Scanner(3.0, 0.95, 2.20, 0.90, 9.0, noise_sigma=0.015, bias_amplitude=0.25),
+    Scanner(3.0, 1.05, 2.10, 1.10, 7.0, noise_sigma=0.03, bias_amplitude=0.20),
 )
 SCANNER_SETS = {"default": DEFAULT_SCANNERS, "long-te": LONG_TE_SCANNERS}
 

@@ -176,6 +176,7 @@ def _setup(
 ) -> tuple[_Session, LocalState]:
     """Restore (or start) the state and build what the steps share."""
     accountant = _accountant_for(state, privacy_cfg)
+    first_call = state is None
     if state is None:
         seed = dp_seed(privacy_cfg, secret_seed) if accountant is not None else train_cfg.seed
         state = LocalState.fresh(seed, accountant)
@@ -203,7 +204,7 @@ def _setup(
             index.num_units,
             privacy_cfg.clipping == "automatic",
         )
-        if index.unit == "subject" and index.num_units < FEW_SUBJECTS:
+        if first_call and index.unit == "subject" and index.num_units < FEW_SUBJECTS:
             log.warning(
                 "site %s: %d subjects for patient-level DP; q = %.2f per release spends ε "
                 "fast (privacy.unit=slice gives the weaker slice-level guarantee)",
