@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from fedsynth.data.config import DataConfig, PreprocessConfig
-from fedsynth.models import known_kinds
 from fedsynth.models.config import ModelConfig
 from fedsynth.privacy.config import PrivacyConfig
 from fedsynth.training.config import TrainConfig
@@ -132,10 +131,6 @@ class FedsynthConfig:
     federation: FederationConfig = field(default_factory=FederationConfig)
 
     def __post_init__(self) -> None:
-        if self.model.kind not in known_kinds():
-            raise ValueError(
-                f"model.kind={self.model.kind!r}: expected one of {', '.join(known_kinds())}"
-            )
         model = dataclasses.replace(
             self.model,
             image_size=self.data.preprocess.image_size,
@@ -211,7 +206,7 @@ def _build(cls: type, flat: dict[str, Any], prefix: str) -> Any:
         elif key in flat:
             kwargs[f.name] = _parse(flat.pop(key), kind, key)
     if not prefix and flat:
-        raise ValueError(f"unknown config key(s): {', '.join(sorted(flat))}")
+        raise ValueError(f"unknown config key {', '.join(repr(k) for k in sorted(flat))}")
     return cls(**kwargs)
 
 

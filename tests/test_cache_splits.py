@@ -115,6 +115,36 @@ def test_plan_balances_and_refuses_tiny_sites() -> None:
         plan_site("tiny", {"a": {"T1", "T2"}, "b": {"T1", "T2"}}, ("T1", "T2"), 0.25, 0)
 
 
+def test_a_site_trains_on_the_contrasts_it_has_and_needs_two() -> None:
+    four = ("T1", "T2", "PD", "FLAIR")
+    subjects = {f"s{i}": {"T1", "PD"} for i in range(8)}
+    plan = plan_site("hospB", subjects, four, 0.25, seed=0)
+    assert plan.modalities == ["T1", "PD"] and set(plan.train) == {"T1", "PD"}
+    one = {f"s{i}": {"T1"} for i in range(8)}
+    with pytest.raises(DatasetError, match="site 'lonely' has T1 of T1/T2/PD/FLAIR"):
+        plan_site("lonely", one, four, 0.25, seed=0)
+
+
+def test_validation_and_test_subjects_are_disjoint_and_paired() -> None:
+    subjects = {f"s{i}": {"T1", "T2", "PD"} for i in range(12)}
+    plan = plan_site("x", subjects, ("T1", "T2", "PD"), 0.25, seed=3, validation_fraction=0.2)
+    train = {u for uids in plan.train.values() for u in uids}
+    assert len(plan.test) == 3 and len(plan.validation) == 2
+    assert not set(plan.test) & set(plan.validation)
+    assert not (set(plan.test) | set(plan.validation)) & train
+    assert sorted(train | set(plan.test) | set(plan.validation)) == sorted(subjects)
+
+
+def test_site_modalities_restrict_each_site() -> None:
+    cfg = DataConfig(modalities=("T1", "T2", "PD"), site_modalities="hospA=T2+T1, hospB=PD+T1")
+    assert cfg.modalities_of("hospA") == ("T1", "T2")
+    assert cfg.modalities_of("hospB") == ("T1", "PD")
+    assert cfg.modalities_of("hospC") == ("T1", "T2", "PD")
+    for bad in ("hospA", "hospA=", "hospA=T1+FLAIR", "=T1+T2"):
+        with pytest.raises(ValueError, match="site_modalities item"):
+            DataConfig(modalities=("T1", "T2", "PD"), site_modalities=bad)
+
+
 @pytest.mark.parametrize("scheme", ["iid", "dirichlet"])
 def test_partitions_cover_every_subject_once(scheme: str) -> None:
     by_site = {"A": [f"A/{i}" for i in range(20)], "B": [f"B/{i}" for i in range(10)]}

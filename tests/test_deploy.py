@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import write_tiny_dataset
+from payload_oracle import expected_shared_keys, unexpected_metrics
 
 from fedsynth.client.rounds import arrays_digest
 from fedsynth.client.state_dir import SiteStateDir
@@ -144,9 +145,11 @@ def test_run_completes_when_a_site_dies_mid_run(federation) -> None:
 def test_tls_authenticated_run_survives_a_server_crash(federation) -> None:
     """(a) TLS + SuperNode authentication, 2 sites, 2 rounds (train + evaluate), checkpoints;
     (b) a SuperNode whose key is not on the allow-list is refused; (d) the SuperLink and its
-    ServerApp are killed after round 1, a new SuperLink on the same database and port and a
-    run with `resume-from` continue round 2 from round 1's checkpoint exactly — no site trains
-    a round twice or counts its privacy twice."""
+    ServerApp are killed at a deterministic point — after both sites logged training round 2,
+    before round 2's checkpoint — and a new SuperLink on the same database and port with
+    `resume-from` asks round 2 again: both sites REPLAY it (nothing retrained, nothing charged
+    twice) and the run completes. What the server received is checked against the payload
+    oracle (shared keys from network prefixes, metric names from the allow-list)."""
     fed = federation
     fed.start_superlink()
     for site in SITES[:2]:
@@ -157,11 +160,16 @@ def test_tls_authenticated_run_survives_a_server_crash(federation) -> None:
     for site in SITES[:2]:
         fed.wait_connected(site)
     first = fed.run(TINY)
-    wait_for(lambda: fed.checkpoint(1).is_file(), 240, "round 1's checkpoint")
+    logs = {site: SiteStateDir(fed.site_state(site)) for site in SITES[:2]}
+    wait_for(lambda: all(len(d.rounds()) == 2 for d in logs.values()), 300, "round 2 at both")
     stop(fed.procs["superlink-0"], signal.SIGKILL)
     stop(first)
+    assert not fed.checkpoint(2).exists(), "round 2 finished before the kill: not the point"
     round1 = fed.checkpoint(1).read_bytes()
-    assert not fed.checkpoint(2).exists()
+    private = {
+        site: {f: (d.path / f).read_bytes() for f in (d.MODEL, d.STATE, d.ACCOUNTANT, d.ROUNDS)}
+        for site, d in logs.items()
+    }
 
     fed.start_superlink()  # same port and database: the SuperNodes reconnect by themselves
     # Round 2 without client evaluation (one process start less per site; covered in round 1).
@@ -170,20 +178,28 @@ def test_tls_authenticated_run_survives_a_server_crash(federation) -> None:
     rows = _rows(fed)
     assert [r["round"] for r in rows] == [1, 2]
     assert fed.checkpoint(1).read_bytes() == round1
-    assert load_checkpoint(fed.checkpoint(2)).meta["round"] == 2
+    ckpt2 = load_checkpoint(fed.checkpoint(2))
+    assert ckpt2.meta["round"] == 2
+    assert ckpt2.meta["shared_keys"] == sorted(
+        expected_shared_keys(ckpt2.model, "cyclegan", ("generators",))
+    )
     for row in rows:
         assert len(row["sites"]) == 2  # hospC never took part
-        assert all(site["train_status"] == "accepted" for site in row["sites"].values())
+        for site in row["sites"].values():
+            assert site["train_status"] == "accepted"
+            for phase in ("train", "evaluate"):
+                sent = {k.split("/", 1)[1] for k in site if k.startswith(f"{phase}/")}
+                assert unexpected_metrics(dict.fromkeys(sent), phase) == set()
     assert all("evaluate/psnr_brain" in site for site in rows[0]["sites"].values())
     assert "https://127.0.0.1" in fed.log("superlink-1")  # TLS on the one API port
     ckpt1 = load_checkpoint(fed.checkpoint(1))
     state = ckpt1.model.state_dict()
     expected = arrays_digest({k: state[k].numpy() for k in ckpt1.meta["shared_keys"]})
     steps = TINY["federation.local-steps"]
-    for site in SITES[:2]:
-        log = SiteStateDir(fed.site_state(site)).rounds()
-        assert len(log) == 2, log  # round 2 trained once, whether before or after the crash
+    for site, d in logs.items():
+        # a replay: every private file is byte for byte what it was at the crash
+        assert {f: (d.path / f).read_bytes() for f in private[site]} == private[site]
+        log = d.rounds()
         assert log[1]["input"] == expected  # round 2 started from round 1's checkpoint
         assert [r["step"] for r in log] == [steps, 2 * steps]
-        assert SiteStateDir(fed.site_state(site)).load_state().step == 2 * steps
     assert not fed.site_state("hospC").exists()

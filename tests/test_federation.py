@@ -12,6 +12,7 @@ import pytest
 from conftest import write_tiny_dataset
 from flower_grid import ClientAppGrid, set_task_identity
 from flwr.app import Array, ArrayRecord, Message, RecordDict
+from payload_oracle import expected_shared_keys, unexpected_metrics
 from safetensors.torch import load_file
 
 from fedsynth.client.app import app as client_app
@@ -103,16 +104,20 @@ def test_rounds_write_checkpoints_metrics_and_report(data_root: Path, tmp_path: 
     ids=["generators", "all", "fedbn"],
 )
 def test_payload_audit(data_root: Path, tmp_path: Path, flat, groups, norm_local) -> None:
-    """Every array in a real reply is a shared model parameter of this site; metrics are scalars."""
+    """Every array in a real reply is a shared parameter of this site, by the test's own list of
+    network prefixes; every metric name is on the allow-list; nothing else is sent."""
     cfg, sites = make(data_root, tmp_path / "run", **{"federation.num-rounds": 1, **flat})
     grid = run(cfg, sites)
     model = build_model(cfg.model)
     state = model.state_dict()
-    expected = model.shared_keys(groups, keep_norm_local=norm_local)
+    expected = expected_shared_keys(model, "cyclegan", groups, norm_local)
     assert expected and (not norm_local or not any(".norm." in k for k in expected))
-    train_replies = [(n, r) for n, r in grid.replies if r.metadata.message_type == "train"]
-    assert len(train_replies) == 3
-    for node, reply in train_replies:
+    replies = {
+        phase: [(n, r) for n, r in grid.replies if r.metadata.message_type == phase]
+        for phase in ("train", "evaluate")
+    }
+    assert len(replies["train"]) == len(replies["evaluate"]) == 3
+    for node, reply in replies["train"]:
         assert set(reply.content.array_records) == {"arrays"}
         arrays = {k: a.numpy() for k, a in reply.content["arrays"].items()}
         assert list(arrays) == expected
@@ -120,42 +125,63 @@ def test_payload_audit(data_root: Path, tmp_path: Path, flat, groups, norm_local
         local = load_file(str(tmp_path / "run" / "sites" / site / "model.safetensors"))
         for key, value in arrays.items():
             assert value.shape == tuple(state[key].shape)
-            # Not data-derived: no array has the shape of an image or a batch of images.
-            assert value.shape[-2:] != (32, 32)
             np.testing.assert_array_equal(value, local[key].numpy())
-        for record in reply.content.metric_records.values():
-            assert all(isinstance(v, (int, float)) for v in record.values())
-        assert set(reply.content.config_records) == set()
+    for phase, phase_replies in replies.items():
+        for _, reply in phase_replies:
+            assert set(reply.content.config_records) == set()
+            assert set(reply.content.metric_records) == {"metrics"}
+            metrics = reply.content["metrics"]
+            assert unexpected_metrics(metrics, phase) == set(), phase
+            assert all(isinstance(v, (int, float)) for v in metrics.values())
+        if phase == "evaluate":
+            assert all(set(r.content.array_records) == set() for _, r in phase_replies)
+
+
+def _rows(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _first_train_arrays(grid: ClientAppGrid) -> dict[str, np.ndarray]:
+    first = next(m for m in grid.instructions if m.metadata.message_type == "train")
+    return {k: a.numpy() for k, a in first.content["arrays"].items()}
 
 
 def test_resume_continues_from_the_last_checkpoint(data_root: Path, tmp_path: Path) -> None:
     cfg, sites = make(data_root, tmp_path / "run")
     run(cfg, sites)
-    round2 = load_checkpoint(
-        tmp_path / "run" / "checkpoints" / "round-0002.safetensors"
-    ).model.state_dict()
+    checkpoints = tmp_path / "run" / "checkpoints"
+    round2 = load_checkpoint(checkpoints / "round-0002.safetensors").model.state_dict()
     longer = cfg.replace(
-        **{
-            "federation.num-rounds": 3,
-            "federation.resume-from": str(tmp_path / "run"),
-            "train.steps": 6,
-        }
+        **{"federation.num-rounds": 3, "federation.resume-from": str(tmp_path / "run")}
     )
-    grid = run(longer, sites)
-    first = next(m for m in grid.instructions if m.metadata.message_type == "train")
-    for key, array in first.content["arrays"].items():
-        np.testing.assert_array_equal(array.numpy(), round2[key].numpy())
-    rows = [
-        json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
-    ]
-    assert [r["round"] for r in rows] == [1, 2, 3]
-    assert (tmp_path / "run" / "checkpoints" / "round-0003.safetensors").is_file()
+    for key, array in _first_train_arrays(run(longer, sites)).items():
+        np.testing.assert_array_equal(array, round2[key].numpy())
+    assert [r["round"] for r in _rows(tmp_path / "run")] == [1, 2, 3]
+    assert (checkpoints / "round-0003.safetensors").is_file()
     with pytest.raises(ValueError, match="not a fedsynth run directory"):
         run(cfg.replace(**{"federation.resume-from": str(tmp_path / "empty")}), sites)
-    for ckpt in (tmp_path / "run" / "checkpoints").glob("*.safetensors"):
+    for ckpt in checkpoints.glob("*.safetensors"):
         ckpt.write_bytes(b"truncated")  # no complete checkpoint left
     with pytest.raises(ValueError, match="no complete checkpoint"):
         run(longer, sites)
+
+
+def test_resume_skips_a_corrupt_last_checkpoint(data_root: Path, tmp_path: Path) -> None:
+    """Only the newest checkpoint is broken: the run resumes from the one before it, and the
+    metrics rows of the lost round are dropped before that round is run again."""
+    cfg, sites = make(data_root, tmp_path / "run")
+    run(cfg, sites)
+    checkpoints = tmp_path / "run" / "checkpoints"
+    round1 = load_checkpoint(checkpoints / "round-0001.safetensors").model.state_dict()
+    lost = _rows(tmp_path / "run")[1]
+    (checkpoints / "round-0002.safetensors").write_bytes(b"truncated")
+    again = cfg.replace(**{"federation.resume-from": str(tmp_path / "run")})
+    for key, array in _first_train_arrays(run(again, sites)).items():
+        np.testing.assert_array_equal(array, round1[key].numpy())
+    rows = _rows(tmp_path / "run")
+    assert [r["round"] for r in rows] == [1, 2]
+    assert rows[1]["seconds"] != lost["seconds"]  # the row of the rerun round, not the lost one
+    assert load_checkpoint(checkpoints / "round-0002.safetensors").meta["round"] == 2
 
 
 def _poison(kind: str):
@@ -245,3 +271,47 @@ def test_mu_reaches_the_engine_only_from_fedprox(
     assert seen == [mu or None] * len(sites)
     with pytest.raises(ValueError, match="proximal-mu=0.25 needs federation.strategy='fedprox'"):
         FedsynthConfig.from_flat({"federation.strategy": "fedavg", "federation.proximal-mu": 0.25})
+
+
+def test_heterogeneous_sites_train_and_aggregate_a_unified_model(tmp_path: Path) -> None:
+    """Three hospitals holding different contrast pairs train one unified generator; every
+    site trains on what it has and the server aggregates the shared generator."""
+    import nibabel as nib
+    from conftest import AFFINE, head
+
+    from fedsynth.data.layouts import write_subject
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "data"
+    sites = ("hospA", "hospB", "hospC")
+    for si, site in enumerate(sites):
+        for k in range(4):
+            contrasts = (("T1", 1.0), ("T2", -1.5), ("PD", 0.5))
+            images = {m: nib.Nifti1Image(head(rng, c), AFFINE) for m, c in contrasts}
+            write_subject(root / site, "bids", site, si * 100 + k, images)
+    (root / "dataset.json").write_text(json.dumps({"sites": [{"name": s} for s in sites]}))
+    held = {"hospA": ("T1", "T2"), "hospB": ("T1", "PD"), "hospC": ("T2", "PD")}
+    cfg, data = make(
+        root,
+        tmp_path / "run",
+        **{
+            "model.kind": "unified",
+            "data.modalities": "T1,T2,PD",
+            "data.site-modalities": ",".join(f"{s}={'+'.join(m)}" for s, m in held.items()),
+            "federation.num-rounds": 1,
+        },
+    )
+    assert {s.site: tuple(s.train) for s in data} == held
+    before = build_model(cfg.model, seed=cfg.train.seed).state_dict()
+    run(cfg, data)
+    row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
+    assert {s: v["train_status"] for s, v in row["sites"].items()} == dict.fromkeys(
+        sites, "accepted"
+    )
+    after = load_checkpoint(tmp_path / "run" / "checkpoints" / "round-0001.safetensors")
+    shared = after.meta["shared_keys"]
+    assert shared and all(k.startswith("G.") for k in shared)
+    assert any(not np.array_equal(before[k], after.model.state_dict()[k]) for k in shared)
+    # hospB holds no T2: it scores no T1 → T2 (no weight), the others do.
+    assert row["sites"]["hospB"]["evaluate/num-examples"] == 0
+    assert row["sites"]["hospA"]["evaluate/num-examples"] > 0

@@ -60,6 +60,36 @@ def test_unified_targets_differ_from_source_label() -> None:
     assert set(batch["label"].tolist()) == {0, 2}
 
 
+def test_unified_output_depends_on_the_target_code_through_every_block() -> None:
+    """Different target (and source) codes give different outputs — also when the label
+    planes at the input are cut off, i.e. through the FiLM modulation alone."""
+    model = build_model(tiny_config("unified"))
+    with torch.no_grad():
+        for name, param in model.G.named_parameters():
+            if name.endswith(("film.scale", "film.shift")):
+                param.normal_(0.0, 0.5, generator=torch.Generator().manual_seed(len(name)))
+        model.G.body[0].block.conv.weight[:, 1:] = 0  # the stem ignores the label planes
+        x = images(2)
+        t2, pd = model.translate(x, "T1", "T2"), model.translate(x, "T1", "PD")
+        from_pd = model.translate(x, "PD", "T2")
+    assert (t2 - pd).abs().max() > 1e-3
+    assert (t2 - from_pd).abs().max() > 1e-3
+    fresh = build_model(tiny_config("unified")).G  # an untrained FiLM is the identity
+    for name, param in fresh.named_parameters():
+        if name.endswith(("film.scale", "film.shift")):
+            assert torch.count_nonzero(param) == 0, name
+
+
+def test_unified_discriminator_judges_each_image_with_its_own_modality_head() -> None:
+    model = build_model(tiny_config("unified"))
+    x = images(3)
+    scores, _ = model.D(x)
+    assert scores.shape[1] == 3  # one head per modality
+    picked, _ = model.judge(x, torch.tensor([0, 2, 1]))
+    for i, head in enumerate((0, 2, 1)):
+        torch.testing.assert_close(picked[i, 0], scores[i, head])
+
+
 @pytest.mark.parametrize(
     ("kind", "cls", "nets"),
     [

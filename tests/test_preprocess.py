@@ -5,24 +5,20 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pytest
 from conftest import AFFINE, SHAPE, head
+from conftest import save_nifti as save
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from fedsynth.data.config import PreprocessConfig
 from fedsynth.data.layouts import DatasetError, SubjectRecord
-from fedsynth.data.preprocess import SlicePipeline, load_volume, preprocess_subject
+from fedsynth.data.preprocess import SlicePipeline, preprocess_subject
+from fedsynth.data.validation import read_volume
 
 CFG = PreprocessConfig(image_size=32)
-
-
-def save(path: Path, data: np.ndarray, affine: np.ndarray = AFFINE) -> Path:
-    nib.save(nib.Nifti1Image(data, affine), path)
-    return path
 
 
 def record(tmp_path: Path, t1: np.ndarray, t2: np.ndarray | None = None, **kw) -> SubjectRecord:
@@ -49,10 +45,10 @@ def test_reorients_to_ras(tmp_path: Path) -> None:
     vol = head(np.random.default_rng(2), 1.0)
     flipped = np.diag([-2.0, 2.0, 2.0, 1.0])
     flipped[0, 3] = 2.0 * (SHAPE[0] - 1)
-    a, _ = load_volume(save(tmp_path / "a.nii.gz", vol))
-    b, aff = load_volume(save(tmp_path / "b.nii.gz", vol[::-1].copy(), flipped))
-    np.testing.assert_array_equal(a, b)
-    assert aff[0, 0] > 0
+    a = read_volume(save(tmp_path / "a.nii.gz", vol))
+    b = read_volume(save(tmp_path / "b.nii.gz", vol[::-1].copy(), flipped))
+    np.testing.assert_array_equal(a.data, b.data)
+    assert b.affine[0, 0] > 0
 
 
 def test_to_volume_inverts_to_slices() -> None:
@@ -99,19 +95,18 @@ def test_bad_volume_named_with_reason(tmp_path: Path, make, reason: str) -> None
     path = tmp_path / "bad.nii.gz"
     make(path)
     with pytest.raises(DatasetError, match=f"bad.nii.gz.*{reason}"):
-        load_volume(path)
+        read_volume(path)
 
 
 def test_inf_is_refused(tmp_path: Path) -> None:
     vol = _vol()
     vol[3, 3, 3] = np.inf
     with pytest.raises(DatasetError, match="1 NaN/inf"):
-        load_volume(save(tmp_path / "inf.nii", vol))
+        read_volume(save(tmp_path / "inf.nii", vol))
 
 
 def test_single_volume_4d_is_accepted(tmp_path: Path) -> None:
-    data, _ = load_volume(save(tmp_path / "v.nii.gz", _vol()[..., None]))
-    assert data.shape == SHAPE
+    assert read_volume(save(tmp_path / "v.nii.gz", _vol()[..., None])).data.shape == SHAPE
 
 
 def test_modalities_on_different_grids(tmp_path: Path) -> None:

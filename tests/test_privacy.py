@@ -250,3 +250,20 @@ def test_accountant_rejects_bad_names_and_files(tmp_path) -> None:
 def test_privacy_config_rejects_bad_values(overrides: dict, bad: str) -> None:
     with pytest.raises(ValueError, match=bad):
         PrivacyConfig(**overrides)
+
+
+@pytest.mark.parametrize("secure_mode", [False, True])
+def test_noise_has_the_configured_spread(secure_mode: bool) -> None:
+    """σ·C per coordinate, in plain and in secure mode (4 draws / 2: the same distribution)."""
+    grads = {"w": torch.zeros(0, 200_000)}  # an empty batch: the release is pure noise
+    private, _ = clip_and_noise(
+        grads,
+        max_grad_norm=2.0,
+        noise_multiplier=1.5,
+        expected_batch_size=1.0,
+        generator=torch.Generator().manual_seed(0),
+        secure_mode=secure_mode,
+    )
+    noise = private["w"].double()
+    assert abs(float(noise.mean())) < 0.03
+    assert float(noise.std()) == pytest.approx(3.0, rel=0.01)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_tiny_dataset
 from flower_grid import ClientAppGrid, set_task_identity
 from flwr.app import Error, Message
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
@@ -18,7 +19,12 @@ from test_federation import data_root, make  # noqa: F401 — the module's tiny 
 from fedsynth.client.app import app as client_app
 from fedsynth.models.checkpoint import load_checkpoint
 from fedsynth.server.app import run_federation
-from fedsynth.server.secure import CLIPPING_RANGE, QUANTIZATION_RANGE, SecureAggregationFailed
+from fedsynth.server.secure import (
+    CLIPPING_RANGE,
+    MAX_WEIGHT,
+    QUANTIZATION_RANGE,
+    SecureAggregationFailed,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -33,9 +39,16 @@ def _run(cfg, sites, tamper=None) -> ClientAppGrid:
     return grid
 
 
-def test_secure_aggregate_equals_weighted_fedavg(data_root: Path, tmp_path: Path) -> None:  # noqa: F811
+@pytest.fixture(scope="module")
+def unequal_root(tmp_path_factory) -> Path:
+    """Three sites of very different sizes, so a weighted and an unweighted mean differ."""
+    root = tmp_path_factory.mktemp("unequal") / "data"
+    return write_tiny_dataset(root, sites=("hospA", "hospB", "hospC"), n=(3, 5, 10))
+
+
+def test_secure_aggregate_equals_weighted_fedavg(unequal_root: Path, tmp_path: Path) -> None:
     cfg, sites = make(
-        data_root,
+        unequal_root,
         tmp_path / "run",
         **{"federation.num-rounds": 1, "federation.secure-aggregation": True},
     )
@@ -53,22 +66,33 @@ def test_secure_aggregate_equals_weighted_fedavg(data_root: Path, tmp_path: Path
 
     ckpt = load_checkpoint(out / "checkpoints" / "round-0001.safetensors")
     aggregate, shared = ckpt.model.state_dict(), ckpt.meta["shared_keys"]
-    weights, updates = [], []
+    counts, updates = [], []
     for site in sites:  # what each site computed and would have sent in the clear
         state_dir = out / "sites" / site.site
         updates.append(load_file(str(state_dir / "model.safetensors")))
         trained = json.loads((state_dir / "rounds.jsonl").read_text().splitlines()[0])
-        weights.append(trained["metrics"]["num-examples"])
-    assert any(not np.array_equal(updates[0][k].numpy(), updates[1][k].numpy()) for k in shared), (
-        "the sites' shared tensors should differ after local training"
-    )
-    total = sum(weights)
-    step = 2 * CLIPPING_RANGE / QUANTIZATION_RANGE  # one quantisation level
-    worst = 0.0
-    for key in shared:
-        expected = sum(w * u[key].numpy() for w, u in zip(weights, updates, strict=True)) / total
-        worst = max(worst, float(np.abs(aggregate[key].numpy() - expected).max()))
-    assert worst <= 10 * len(sites) * step, worst
+        counts.append(trained["metrics"]["num-examples"])
+    assert len(set(counts)) == 3, counts
+    # SecAgg+ error, derived: each site sends round(r_i·x_i) on a grid of step 2c/T with
+    # r_i = n_i/M quantised to 1/T; the server divides the sum by Σ r_i. So the error is at
+    # most K·step/Σ r_i, plus the (smaller) effect of quantising the weights themselves.
+    step = 2 * CLIPPING_RANGE / QUANTIZATION_RANGE
+    ratios = [round(n / MAX_WEIGHT * QUANTIZATION_RANGE) / QUANTIZATION_RANGE for n in counts]
+    biggest = max(float(np.abs(u[k].numpy()).max()) for u in updates for k in shared)
+    pairs = zip(ratios, counts, strict=True)
+    weight_error = biggest * sum(abs(r - n / MAX_WEIGHT) for r, n in pairs)
+    bound = (len(sites) * step + 2 * weight_error) / sum(ratios)
+
+    def mean(weights: list[float], key: str) -> np.ndarray:
+        pairs = zip(weights, updates, strict=True)
+        total = sum(w * u[key].numpy().astype(np.float64) for w, u in pairs)
+        return total / sum(weights)
+
+    worst = max(float(np.abs(aggregate[k].numpy() - mean(counts, k)).max()) for k in shared)
+    assert worst <= bound, (worst, bound)
+    # The check can tell a weighted mean from an unweighted one at this bound.
+    unweighted = max(float(np.abs(mean([1, 1, 1], k) - mean(counts, k)).max()) for k in shared)
+    assert unweighted > 3 * bound, (unweighted, bound)
 
 
 def test_failed_secure_round_is_a_failure(data_root: Path, tmp_path: Path) -> None:  # noqa: F811

@@ -37,9 +37,11 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
     sites, cache = prepare_sites(config_from_args(args).data, progress=True)
     console.print(site_table(sites, title=f"{args.data} → cache {cache.path}"))
-    skipped = cache.meta["skipped"]
+    skipped = cache.meta["num_skipped"]
     if skipped:
-        console.print(f"[yellow]{len(skipped)} subject(s) skipped[/] (see {cache.path}/meta.json)")
+        console.print(
+            f"[yellow]{skipped} file(s) or subject(s) skipped[/] (see {cache.path}/meta.json)"
+        )
     return 0
 
 

@@ -179,20 +179,16 @@ class Site:
         from fedsynth.evaluation.evaluate import evaluate_translation  # monai: only here
 
         m = self.cfg.model
-        metrics = evaluate_translation(self.model, self.data.test, m.source, m.target)
-        summary = metrics.aggregate()
+        keys = ("psnr_brain", "ssim_brain", "mae_brain", "psnr_whole", "ssim_whole", "mae_whole")
+        if not {m.source, m.target} <= set(self.data.test):
+            # A site without that pair of contrasts scores nothing: same keys (Flower needs
+            # them at every site), no weight in any average.
+            summary, count = dict.fromkeys(keys, math.nan), 0
+        else:
+            metrics = evaluate_translation(self.model, self.data.test, m.source, m.target)
+            summary, count = metrics.aggregate(), len(self.data.test[m.source])
         return {
-            "num-examples": float(len(self.data.test[m.source])),
+            "num-examples": float(count),
             "site-id": float(self.identity.site_id),
-            **{
-                k: summary[k]
-                for k in (
-                    "psnr_brain",
-                    "ssim_brain",
-                    "mae_brain",
-                    "psnr_whole",
-                    "ssim_whole",
-                    "mae_whole",
-                )
-            },
+            **{k: summary[k] for k in keys},
         }

@@ -7,7 +7,7 @@ directory and renamed into place only when complete: a failed build leaves nothi
 
 Files: `images.f32` (N, H, W) float32, `masks.u8` (N, H, W), `index.npz` (site, subject,
 uid = site/subject, modality, position per row) and `meta.json` (parameters, inputs,
-counts, skipped files).
+counts, and in lenient mode the skipped files and subjects with their reasons).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import logging
 import os
 import shutil
 import tempfile
@@ -26,12 +25,14 @@ import numpy as np
 from rich.progress import Progress
 
 from fedsynth.data.config import PreprocessConfig
-from fedsynth.data.layouts import Dataset, DatasetError, SubjectRecord
+from fedsynth.data.layouts import Dataset, DatasetError
 from fedsynth.data.preprocess import preprocess_subject
 from fedsynth.data.slices import SliceSet
+from fedsynth.data.validation import BadInputPolicy
 
-log = logging.getLogger(__name__)
-CACHE_VERSION = 1
+# 2: foreground threshold measured from each volume's minimum (signed data); no-slice subjects
+# are errors.
+CACHE_VERSION = 2
 
 
 def default_cache_dir() -> Path:
@@ -40,10 +41,11 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "fedsynth" / "slices"
 
 
-def cache_key(subjects: Sequence[SubjectRecord], cfg: PreprocessConfig, lenient: bool) -> str:
-    """Hash of the inputs (paths, sizes, mtimes) and of every preprocessing parameter."""
+def cache_key(dataset: Dataset, cfg: PreprocessConfig, lenient: bool) -> str:
+    """Hash of the inputs (paths, sizes, mtimes; files the layout skipped) and of every
+    preprocessing parameter."""
     files = []
-    for rec in subjects:
+    for rec in dataset.subjects:
         for path in rec.files():
             st = path.stat()
             files.append([rec.site, rec.subject, str(path.resolve()), st.st_size, st.st_mtime_ns])
@@ -52,6 +54,7 @@ def cache_key(subjects: Sequence[SubjectRecord], cfg: PreprocessConfig, lenient:
         "params": dataclasses.asdict(cfg),
         "lenient": lenient,
         "files": sorted(files),
+        "skipped": sorted(s.get("file", "") for s in dataset.skipped),
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:20]
 
@@ -130,11 +133,12 @@ def build_cache(
 ) -> SliceCache:
     """Open the cache for (dataset, cfg), building it first if it does not exist yet.
 
-    Strict mode stops at the first bad file with its `DatasetError`; lenient mode logs a
-    warning per bad subject, skips it and records it in `meta.json["skipped"]`.
+    Strict mode stops at the first bad subject with its `DatasetError`; lenient mode logs a
+    warning per bad subject, skips it and records it in `meta.json["skipped"]` (after the
+    files `load_dataset` skipped), with the total in `meta.json["num_skipped"]`.
     """
     root = Path(cache_dir) if cache_dir else default_cache_dir()
-    final = root / cache_key(dataset.subjects, cfg, lenient)
+    final = root / cache_key(dataset, cfg, lenient)
     if (final / "meta.json").exists():
         return SliceCache(final)
     root.mkdir(parents=True, exist_ok=True)
@@ -155,7 +159,7 @@ def _write(
     tmp: Path, dataset: Dataset, cfg: PreprocessConfig, lenient: bool, progress: bool
 ) -> None:
     index: dict[str, list] = {k: [] for k in ("site", "subject", "uid", "modality", "position")}
-    skipped: list[dict[str, str]] = []
+    policy = BadInputPolicy(lenient, list(dataset.skipped))
     with (
         open(tmp / "images.f32", "wb") as images,
         open(tmp / "masks.u8", "wb") as masks,
@@ -166,10 +170,7 @@ def _write(
             try:
                 subj = preprocess_subject(rec, cfg)
             except DatasetError as err:
-                if not lenient:
-                    raise
-                log.warning("skipped subject %s (site %s): %s", rec.subject, rec.site, err)
-                skipped.append({"site": rec.site, "subject": rec.subject, "reason": str(err)})
+                policy.reject(err, site=rec.site, subject=rec.subject)
                 bar.advance(task)
                 continue
             for modality, slices in subj.images.items():
@@ -196,6 +197,7 @@ def _write(
         "layout": dataset.layout,
         "num_slices": n,
         "num_subjects": len({u for u in index["uid"]}),
-        "skipped": skipped,
+        "num_skipped": len(policy.skipped),
+        "skipped": policy.skipped,
     }
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2))

@@ -25,7 +25,8 @@ class PreprocessConfig:
     lower_percentile: float = 0.5
     upper_percentile: float = 99.5
     min_foreground: float = 0.05
-    # Without a mask file, foreground = voxels above this fraction of the 99th percentile.
+    # Without a mask file, foreground = voxels above floor + this fraction of (99th percentile
+    # − floor), floor = the volume's minimum (its background: 0, or negative for signed data).
     foreground_threshold: float = 0.1
     # In-plane crop to the subject's foreground bounding box plus this many voxels (-1: none).
     crop_margin: int = 4
@@ -54,6 +55,11 @@ class DataConfig:
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     # Share of each site's paired subjects held out for testing (never trained on).
     test_fraction: float = 0.25
+    # Share held out for validation (choosing a checkpoint; never the test subjects); 0: none.
+    validation_fraction: float = 0.0
+    # Contrasts each site may use, e.g. "hospA=T1+T2+FLAIR,hospB=T1+PD" (others: all it has).
+    # Simulates hospitals that acquired different contrasts from a dataset that has them all.
+    site_modalities: str = ""
     partition: str = "by-site"
     num_partitions: int | None = None
     dirichlet_alpha: float = 0.5
@@ -64,16 +70,42 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         if self.layout != "auto" and self.layout not in LAYOUTS:
-            raise ValueError(f"layout={self.layout!r}: expected auto or one of {LAYOUTS}")
+            raise ValueError(
+                f"layout={self.layout!r}: expected auto or one of {', '.join(LAYOUTS)}"
+            )
         mods = tuple(normalise_modality(m) for m in self.modalities)
         if len(mods) < 2 or len(set(mods)) != len(mods):
             raise ValueError(f"modalities={self.modalities}: expected two or more distinct")
         object.__setattr__(self, "modalities", mods)
         if not 0 < self.test_fraction < 1:
             raise ValueError(f"test_fraction={self.test_fraction}: expected 0 < x < 1")
+        if not 0 <= self.validation_fraction < 1 - self.test_fraction:
+            raise ValueError(
+                f"validation_fraction={self.validation_fraction}: expected 0 <= x < "
+                f"1 - test_fraction ({1 - self.test_fraction:g})"
+            )
+        self.site_contrasts()  # checks the format
         if self.partition not in PARTITIONS:
             raise ValueError(f"partition={self.partition!r}: expected one of {PARTITIONS}")
         if self.partition != "by-site" and not (self.num_partitions or 0) >= 1:
             raise ValueError(f"partition={self.partition!r} needs num_partitions >= 1")
         if self.dirichlet_alpha <= 0:
             raise ValueError(f"dirichlet_alpha={self.dirichlet_alpha}: expected > 0")
+
+    def site_contrasts(self) -> dict[str, tuple[str, ...]]:
+        """`site_modalities` parsed: site -> the contrasts it may use (in `modalities` order)."""
+        out: dict[str, tuple[str, ...]] = {}
+        for item in filter(None, (i.strip() for i in self.site_modalities.split(","))):
+            site, sep, names = item.partition("=")
+            mods = {normalise_modality(m.strip()) for m in names.split("+") if m.strip()}
+            if not sep or not site.strip() or not mods or not mods <= set(self.modalities):
+                raise ValueError(
+                    f"site_modalities item {item!r}: expected SITE=MOD+MOD with modalities "
+                    f"from {'/'.join(self.modalities)}"
+                )
+            out[site.strip()] = tuple(m for m in self.modalities if m in mods)
+        return out
+
+    def modalities_of(self, site: str) -> tuple[str, ...]:
+        """The contrasts `site` may train on: its `site_modalities` entry, else all."""
+        return self.site_contrasts().get(site, self.modalities)

@@ -14,15 +14,6 @@ def prepare_sites(cfg: DataConfig, progress: bool = True) -> tuple[list[SiteData
     """Every (simulated) site's data under `cfg.root`, and the cache it was read from."""
     if cfg.root is None:
         raise DatasetError("no data root given (DataConfig.root)")
-    dataset = load_dataset(cfg.root, cfg.layout)
+    dataset = load_dataset(cfg.root, cfg.layout, lenient=cfg.lenient)
     cache = build_cache(dataset, cfg.preprocess, cfg.cache_dir, cfg.lenient, progress)
-    sites = federation_data(
-        cache,
-        cfg.modalities,
-        cfg.partition,
-        cfg.num_partitions,
-        cfg.dirichlet_alpha,
-        cfg.test_fraction,
-        cfg.seed,
-    )
-    return sites, cache
+    return federation_data(cache, cfg), cache

@@ -1,69 +1,79 @@
 """Volume → slices, as in a paper's preprocessing section:
 
-1. load with nibabel and validate (3D, finite, not empty or constant);
-2. reorient to the closest canonical orientation (RAS);
-3. check all of a subject's volumes share one grid;
-4. foreground mask: the subject's mask file, or the union of thresholded volumes;
-5. percentile scaling of the foreground to [-1, 1], background -1;
-6. crop in-plane to the foreground's bounding box (plus a margin);
-7. axial slices with enough foreground, padded to square and resized.
+1. read and validate every volume (`fedsynth.data.validation`: NIfTI, 3D, voxel sizes, size,
+   finite, not constant), reoriented to the closest canonical orientation (RAS);
+2. check all of a subject's volumes share one grid;
+3. foreground mask: the subject's mask file, or the union of each volume's thresholded
+   foreground (the threshold is relative to the volume's background floor: signed data work);
+4. percentile scaling of the foreground to [-1, 1], background -1;
+5. crop in-plane to the foreground's bounding box (plus a margin);
+6. axial slices with enough foreground, padded to square and resized.
 
-Every failure raises `DatasetError` naming the file and the reason.
+Training (`preprocess_subject`) and `translate` (`load_subject` + `SlicePipeline`) run the same
+steps, so they accept, reject and scale the same input the same way. Every failure raises
+`DatasetError` naming the file and the reason.
 """
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import torch
 from scipy import ndimage
 
 from fedsynth.data.config import PreprocessConfig
 from fedsynth.data.layouts import DatasetError, SubjectRecord
-
-_READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, nib.filebasedimages.ImageFileError)
-
-
-def load_volume(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """A validated 3D float32 volume in RAS orientation and its affine."""
-    try:
-        img = nib.as_closest_canonical(nib.load(str(path)))
-        data = np.asanyarray(img.dataobj, dtype=np.float32)
-    except _READ_ERRORS as err:
-        raise DatasetError(f"{path}: cannot read as NIfTI ({type(err).__name__}: {err})") from err
-    if data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]
-    if data.ndim != 3:
-        raise DatasetError(f"{path}: is {data.ndim}D (shape {data.shape}); expected a 3D volume")
-    if min(data.shape) < 2:
-        raise DatasetError(f"{path}: shape {data.shape} is too small for a 3D volume")
-    bad = int(np.size(data) - np.count_nonzero(np.isfinite(data)))
-    if bad:
-        raise DatasetError(f"{path}: has {bad} NaN/inf voxels")
-    lo, hi = float(data.min()), float(data.max())
-    if lo == hi:
-        what = "empty (all voxels 0)" if hi == 0 else f"constant (all voxels {hi:g})"
-        raise DatasetError(f"{path}: is {what}")
-    return data, img.affine
+from fedsynth.data.validation import Volume, check_same_grid, read_volume
 
 
-def same_grid(a: tuple[tuple[int, ...], np.ndarray], b: tuple[tuple[int, ...], np.ndarray]) -> bool:
-    """Same shape and (to 1e-3 mm) the same affine."""
-    return a[0] == b[0] and np.allclose(a[1], b[1], atol=1e-3)
+def foreground_mask(volume: np.ndarray, threshold: float) -> np.ndarray:
+    """Voxels above floor + `threshold` × (99th percentile − floor), opened and holes filled:
+    a head/brain mask that needs no skull stripping.
+
+    The floor is the volume's minimum — its background level: 0 for most MR exports, negative
+    for signed ones (e.g. int16 with background −1024 and tissue −900..1500). Measuring the
+    threshold from the floor, not from 0, keeps the dark tissue of signed data in the mask,
+    makes the mask (and so the scaling) the same for a volume and the volume plus a constant,
+    and changes nothing for data whose background is 0.
+    """
+    floor = float(volume.min())
+    mask = volume > floor + threshold * (float(np.percentile(volume, 99)) - floor)
+    return ndimage.binary_fill_holes(ndimage.binary_opening(mask, iterations=1))
 
 
-def foreground_mask(volumes: list[np.ndarray], threshold: float) -> np.ndarray:
-    """Union over contrasts of voxels above `threshold` × the volume's 99th percentile,
-    holes filled: a head/brain mask that needs no skull stripping."""
-    mask = np.zeros(volumes[0].shape, dtype=bool)
-    for vol in volumes:
-        mask |= vol > threshold * np.percentile(vol, 99)
-    mask = ndimage.binary_opening(mask, iterations=1)
-    return ndimage.binary_fill_holes(mask)
+@dataclass(frozen=True)
+class SubjectVolumes:
+    """A subject's validated volumes (RAS, one grid) and its foreground mask."""
+
+    volumes: dict[str, Volume]
+    mask: np.ndarray
+
+
+def load_subject(record: SubjectRecord, cfg: PreprocessConfig) -> SubjectVolumes:
+    """Read and validate a subject's volumes (validation rules 1–10, up to the slices)."""
+    volumes: dict[str, Volume] = {}
+    for modality, path in record.images.items():
+        volumes[modality] = read_volume(path)
+        check_same_grid(volumes[modality], next(iter(volumes.values())))
+    if record.mask is not None:
+        given = read_volume(record.mask)
+        check_same_grid(given, next(iter(volumes.values())), what="mask grid")
+        if not (given.data > 0.5).any():
+            raise DatasetError(f"{record.mask}: no foreground (no voxel > 0.5)")
+        return SubjectVolumes(volumes, given.data > 0.5)
+    # Without a mask file, the union of each volume's own foreground, each required.
+    mask = np.zeros(next(iter(volumes.values())).data.shape, bool)
+    for vol in volumes.values():
+        own = foreground_mask(vol.data, cfg.foreground_threshold)
+        if not own.any():
+            raise DatasetError(
+                f"{vol.path}: no foreground (no region above {cfg.foreground_threshold:g} of "
+                "the intensity range over the background)"
+            )
+        mask |= own
+    return SubjectVolumes(volumes, mask)
 
 
 @dataclass(frozen=True)
@@ -144,43 +154,34 @@ class SlicePipeline:
         out[mask] = scaled
         return out
 
+    def subject_slices(
+        self, subject: SubjectVolumes
+    ) -> tuple[dict[str, np.ndarray], np.ndarray, tuple[slice, slice, slice]]:
+        """Every axial slice of every modality — scaled, cropped, padded, resized, background
+        exactly -1 — with the mask slices and the crop box (to map slices back)."""
+        box = self.crop_box(subject.mask)
+        masks = self.to_slices(subject.mask[box].astype(np.float32), fill=0.0, nearest=True) > 0.5
+        images = {}
+        for modality, vol in subject.volumes.items():
+            slices = self.to_slices(self.scale(vol.data, subject.mask, vol.path)[box], fill=-1.0)
+            np.clip(slices, -1.0, 1.0, out=slices)  # resizing blurs edges: background is
+            slices[~masks] = -1.0  # exactly -1 again
+            images[modality] = slices
+        return images, masks, box
+
 
 def preprocess_subject(record: SubjectRecord, cfg: PreprocessConfig) -> SubjectSlices:
-    """Validated, scaled, sliced volumes of one subject (all modalities, same positions)."""
-    volumes: dict[str, np.ndarray] = {}
-    grid: tuple[tuple[int, ...], np.ndarray] | None = None
-    first: Path | None = None
-    for modality, path in record.images.items():
-        data, affine = load_volume(path)
-        if grid is None:
-            grid, first = (data.shape, affine), path
-        elif not same_grid(grid, (data.shape, affine)):
-            raise DatasetError(
-                f"{path}: grid {data.shape} differs from {first} {grid[0]} "
-                f"(subject {record.subject}); resample the modalities onto one grid first"
-            )
-        volumes[modality] = data
-    assert grid is not None
-    if record.mask is not None:
-        mdata, maffine = load_volume(record.mask)
-        if not same_grid(grid, (mdata.shape, maffine)):
-            raise DatasetError(f"{record.mask}: mask grid differs from {first}")
-        mask = mdata > 0.5
-    else:
-        mask = foreground_mask(list(volumes.values()), cfg.foreground_threshold)
-    if not mask.any():
-        raise DatasetError(f"{first}: foreground mask of subject {record.subject} is empty")
-
-    pipe = SlicePipeline(cfg)
-    box = pipe.crop_box(mask)
-    mask_slices = pipe.to_slices(mask[box].astype(np.float32), fill=0.0, nearest=True) > 0.5
-    keep = np.flatnonzero(mask_slices.mean(axis=(1, 2)) >= max(cfg.min_foreground, 1e-9))
-    images = {
-        m: pipe.to_slices(pipe.scale(v, mask, record.images[m])[box], fill=-1.0)[keep]
-        for m, v in volumes.items()
-    }
-    masks = mask_slices[keep]
-    for m in images:  # resizing blurs edges: background is exactly -1 again
-        np.clip(images[m], -1.0, 1.0, out=images[m])
-        images[m][~masks] = -1.0
-    return SubjectSlices(record, images, masks, keep.astype(np.int32))
+    """Validated, scaled, sliced volumes of one subject (all modalities, same positions):
+    the axial slices with at least `min_foreground` foreground."""
+    subject = load_subject(record, cfg)
+    images, masks, _ = SlicePipeline(cfg).subject_slices(subject)
+    keep = np.flatnonzero(masks.mean(axis=(1, 2)) >= max(cfg.min_foreground, 1e-9))
+    if not len(keep):
+        first = next(iter(record.images.values()))
+        raise DatasetError(
+            f"{first}: no axial slice has >= {cfg.min_foreground:g} foreground "
+            f"(subject {record.subject})"
+        )
+    return SubjectSlices(
+        record, {m: v[keep] for m, v in images.items()}, masks[keep], keep.astype(np.int32)
+    )

@@ -75,11 +75,14 @@ class SiteData:
     test: modality -> paired held-out slices of subjects never trained on; row i is the same
         subject and slice position in every modality, so source row i and target row i are a
         ground-truth pair.
+    validation: the same for validation subjects (disjoint from test; may be empty): what
+        chooses a checkpoint, so the test subjects stay unseen.
     """
 
     site: str
     train: dict[str, SliceSet] = field(default_factory=dict)
     test: dict[str, SliceSet] = field(default_factory=dict)
+    validation: dict[str, SliceSet] = field(default_factory=dict)
 
     @property
     def modalities(self) -> list[str]:
@@ -90,13 +93,16 @@ class SiteData:
 
 
 def pool_sites(sites: list[SiteData], name: str = "pooled") -> SiteData:
-    """All sites' data as one site: the centralized baseline (what federation approximates)."""
+    """All sites' data as one site: the centralized baseline (what federation approximates).
 
-    def pool(part: str) -> dict[str, SliceSet]:
-        mods = sorted({m for s in sites for m in getattr(s, part)})
-        return {
-            m: SliceSet.concat([getattr(s, part)[m] for s in sites if m in getattr(s, part)])
-            for m in mods
-        }
+    Training slices of every modality any site has; paired held-out sets only over the
+    modalities EVERY site holds, so that row i stays one subject in each of them."""
 
-    return SiteData(name, pool("train"), pool("test"))
+    def pool(part: str, paired: bool) -> dict[str, SliceSet]:
+        sets = [getattr(s, part) for s in sites]
+        mods = set.intersection(*map(set, sets)) if paired else set().union(*sets)
+        return {m: SliceSet.concat([d[m] for d in sets if m in d]) for m in sorted(mods)}
+
+    return SiteData(
+        name, pool("train", False), pool("test", True), pool("validation", True)
+    )

@@ -2,18 +2,21 @@
 unpaired training split and the paired held-out test split.
 
 Unpaired by construction: every training subject contributes exactly one modality, so no
-subject gives both the source and the target of a translation. Test subjects have every
-modality and are never trained on; they give ground truth for PSNR/SSIM/MAE.
+subject gives both the source and the target of a translation. A site trains on the contrasts
+it has (found from its subjects, at least two); its test subjects (and validation subjects,
+when asked for) have every one of them and are never trained on: ground truth for
+PSNR/SSIM/MAE in every direction among them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from fedsynth.data.cache import SliceCache
+from fedsynth.data.config import DataConfig
 from fedsynth.data.layouts import DatasetError
 from fedsynth.data.slices import SiteData, SliceSet
 
@@ -54,11 +57,17 @@ def partition_subjects(
 
 @dataclass(frozen=True)
 class SitePlan:
-    """Which subject uids train which modality, and which are held out as paired tests."""
+    """Which subject uids train which modality, and which are held out as paired validation
+    and test subjects (disjoint)."""
 
     site: str
     train: dict[str, list[str]]
     test: list[str]
+    validation: list[str] = field(default_factory=list)
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.train)
 
 
 def plan_site(
@@ -67,67 +76,78 @@ def plan_site(
     modalities: Sequence[str],
     test_fraction: float,
     seed: int,
+    validation_fraction: float = 0.0,
 ) -> SitePlan:
-    """Split one site's subjects (uid -> modalities it has) into unpaired train and paired test.
+    """Split one site's subjects (uid -> modalities it has) into unpaired train and paired
+    validation and test subjects, over the contrasts of `modalities` the site has.
 
-    Subjects with every modality may be held out (at least one, `test_fraction` of them);
-    every other subject is assigned to one modality it has, keeping the modalities balanced.
+    Subjects with every one of those may be held out (`test_fraction` of them, at least one;
+    `validation_fraction`, at least one when > 0); every other subject is assigned to one
+    modality it has, keeping the modalities balanced.
     """
     usable = {u: set(m) & set(modalities) for u, m in sorted(subjects.items())}
     usable = {u: m for u, m in usable.items() if m}
-    complete = [u for u, m in usable.items() if m == set(modalities)]
+    held = [m for m in modalities if any(m in ms for ms in usable.values())]
+    if len(held) < 2:
+        raise DatasetError(
+            f"site {site!r} has {'/'.join(held) or 'none'} of {'/'.join(modalities)}: "
+            "training needs at least two contrasts at a site"
+        )
+    complete = [u for u, m in usable.items() if m == set(held)]
     rng = np.random.default_rng(seed)
     n_test = max(1, round(test_fraction * len(complete)))
-    if not complete or len(usable) - n_test < len(modalities):
+    n_val = max(1, round(validation_fraction * len(complete))) if validation_fraction else 0
+    if len(complete) < n_test + n_val or len(usable) - n_test - n_val < len(held):
         raise DatasetError(
-            f"site {site!r}: {len(usable)} subjects with {'/'.join(modalities)} "
-            f"({len(complete)} with all of them); need at least one paired test subject "
-            f"plus one training subject per modality ({len(modalities) + 1} in all)"
+            f"site {site!r}: {len(usable)} subjects with {'/'.join(held)} "
+            f"({len(complete)} with all of them); need {n_test} paired test and {n_val} "
+            f"validation subject(s) plus one training subject per modality"
         )
-    test = sorted(rng.choice(complete, size=n_test, replace=False).tolist())
-    rest = [u for u in usable if u not in test]
+    chosen = rng.choice(complete, size=n_test + n_val, replace=False).tolist()
+    test, validation = sorted(chosen[:n_test]), sorted(chosen[n_test:])
+    rest = [u for u in usable if u not in chosen]
     rng.shuffle(rest)
     # Subjects with fewer options first, so single-modality subjects are never starved.
     rest.sort(key=lambda u: len(usable[u]))
-    train: dict[str, list[str]] = {m: [] for m in modalities}
+    train: dict[str, list[str]] = {m: [] for m in held}
     for uid in rest:
-        options = [m for m in modalities if m in usable[uid]]
-        modality = min(options, key=lambda m: (len(train[m]), modalities.index(m)))
+        options = [m for m in held if m in usable[uid]]
+        modality = min(options, key=lambda m: (len(train[m]), held.index(m)))
         train[modality].append(uid)
     empty = [m for m, uids in train.items() if not uids]
     if empty:
         raise DatasetError(f"site {site!r}: no training subject has {', '.join(empty)}")
-    return SitePlan(site, {m: sorted(u) for m, u in train.items()}, test)
+    return SitePlan(site, {m: sorted(u) for m, u in train.items()}, test, validation)
 
 
-def site_data(cache: SliceCache, plan: SitePlan, modalities: Sequence[str]) -> SiteData:
+def site_data(cache: SliceCache, plan: SitePlan) -> SiteData:
     """Materialise a plan from the cache."""
     train = {m: cache.slice_set(m, uids) for m, uids in plan.train.items()}
     for m, s in train.items():
         if len(s) == 0:
             raise DatasetError(f"site {plan.site!r}: no usable {m} training slices")
-    return SiteData(plan.site, train, cache.paired(modalities, plan.test))
+    validation = cache.paired(plan.modalities, plan.validation) if plan.validation else {}
+    return SiteData(plan.site, train, cache.paired(plan.modalities, plan.test), validation)
 
 
-def federation_data(
-    cache: SliceCache,
-    modalities: Sequence[str],
-    scheme: str = "by-site",
-    num_partitions: int | None = None,
-    alpha: float = 0.5,
-    test_fraction: float = 0.25,
-    seed: int = 0,
-) -> list[SiteData]:
-    """Every (simulated) site's train/test data from one cache."""
+def federation_data(cache: SliceCache, cfg: DataConfig) -> list[SiteData]:
+    """Every (simulated) site's train/validation/test data from one cache."""
     by_site = {site: sorted(cache.subjects(site)) for site in cache.sites}
-    parts = partition_subjects(by_site, scheme, num_partitions, alpha, seed)
+    parts = partition_subjects(
+        by_site, cfg.partition, cfg.num_partitions, cfg.dirichlet_alpha, cfg.seed
+    )
     modalities_of = cache.subjects()
     out = []
     for i, (name, uids) in enumerate(parts.items()):
         plan = plan_site(
-            name, {u: modalities_of[u] for u in uids}, modalities, test_fraction, seed + i
+            name,
+            {u: modalities_of[u] for u in uids},
+            cfg.modalities_of(name),
+            cfg.test_fraction,
+            cfg.seed + i,
+            cfg.validation_fraction,
         )
-        out.append(site_data(cache, plan, modalities))
+        out.append(site_data(cache, plan))
     return out
 
 

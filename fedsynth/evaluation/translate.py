@@ -1,10 +1,11 @@
 """Translate a whole NIfTI volume with a trained checkpoint, slice by slice.
 
-The input goes through the same preprocessing as training (RAS, foreground mask, percentile
-scaling, pad + resize); the synthetic slices are mapped back to the input's grid and
-orientation. Output: same shape, affine and spatial header as the input, float32 in [0, 1]
-(the model's [-1, 1] mapped linearly: 0 is the darkest, 1 the brightest intensity of the
-training scale), background (outside the input's foreground mask) exactly 0.
+The input is validated and preprocessed exactly as training data are (`load_subject`: the
+rules of `fedsynth.data.validation`, RAS, foreground mask, percentile scaling, pad + resize);
+the synthetic slices are mapped back to the input's grid and orientation. Output: the input's
+shape, affine and header (units, description, qform/sform codes, voxel sizes), float32 in
+[0, 1] (the model's [-1, 1] mapped linearly: 0 is the darkest, 1 the brightest intensity of
+the training scale), background (outside the input's foreground mask) exactly 0.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
-from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
 from rich.progress import Progress
 
-from fedsynth.data.layouts import DatasetError, normalise_modality
-from fedsynth.data.preprocess import SlicePipeline, foreground_mask, load_volume
+from fedsynth.data.layouts import DatasetError, SubjectRecord, normalise_modality
+from fedsynth.data.preprocess import SlicePipeline, load_subject
+from fedsynth.data.validation import Volume
 from fedsynth.models.checkpoint import CheckpointError, load_checkpoint
 
 
@@ -45,6 +46,7 @@ def translate_volume(
     progress: bool = True,
 ) -> Path:
     """Synthesise `target` from the volume at `source_path` and write it to `output`."""
+    source_path = Path(source_path)
     ckpt = load_checkpoint(checkpoint)
     model, pre = ckpt.model, ckpt.preprocess
     if image_size is not None and image_size != pre.image_size:
@@ -57,7 +59,7 @@ def translate_volume(
         raise CheckpointError(
             f"{checkpoint}: cannot synthesise {target}; it knows {'/'.join(mods)}"
         )
-    source = normalise_modality(source) if source else infer_modality(source_path)
+    source = normalise_modality(source, source_path) if source else infer_modality(source_path)
     if source is None:
         source = model.default_source(target)
     if source is None:
@@ -67,13 +69,11 @@ def translate_volume(
             f"{checkpoint}: cannot translate {source} → {target} (knows {'/'.join(mods)})"
         )
 
-    volume, _ = load_volume(source_path)
-    original = nib.load(str(source_path))
-    mask = foreground_mask([volume], pre.foreground_threshold)
+    # The input is a one-volume subject: the same validation and preprocessing as training.
+    subject = load_subject(SubjectRecord(source_path.name, "", {source: source_path}), pre)
     pipe = SlicePipeline(pre)
-    box = pipe.crop_box(mask)
-    cropped = pipe.scale(volume, mask, source_path)[box]
-    slices = pipe.to_slices(cropped, fill=-1.0)
+    images, _, box = pipe.subject_slices(subject)
+    slices, volume = images[source], subject.volumes[source]
     out = np.empty_like(slices)
     with torch.no_grad(), Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task(f"{source} → {target}", total=len(slices))
@@ -81,20 +81,20 @@ def translate_volume(
             batch = torch.from_numpy(slices[start : start + batch_size])[:, None]
             out[start : start + batch_size] = model.translate(batch, source, target)[:, 0].numpy()
             bar.advance(task, len(batch))
-    synth = np.zeros(volume.shape, np.float32)
-    synth[box] = (np.clip(pipe.to_volume(out, cropped.shape), -1, 1) + 1) / 2
-    synth[~mask] = 0.0
-    _write_like(original, synth.astype(np.float32), Path(output))
+    synth = np.zeros(volume.data.shape, np.float32)
+    synth[box] = (np.clip(pipe.to_volume(out, volume.data[box].shape), -1, 1) + 1) / 2
+    synth[~subject.mask] = 0.0
+    _write_like(volume, synth, Path(output))
     return Path(output)
 
 
-def _write_like(original: nib.Nifti1Image, ras_data: np.ndarray, output: Path) -> None:
-    """Undo the RAS reorientation and write with the original affine and header, atomically."""
-    to_original = ornt_transform(axcodes2ornt("RAS"), io_orientation(original.affine))
-    data = nib.orientations.apply_orientation(ras_data, to_original)
+def _write_like(volume: Volume, ras_data: np.ndarray, output: Path) -> None:
+    """Undo the RAS reorientation and write with the input's affine and header, atomically."""
+    original = volume.image
     header = original.header.copy()
     header.set_data_dtype(np.float32)
-    img = nib.Nifti1Image(data.astype(np.float32), original.affine, header=header)
+    data = volume.to_stored(ras_data).astype(np.float32)
+    img = nib.Nifti1Image(data, None, header=header)  # the affine is the header's own
     img.header.set_slope_inter(1.0, 0.0)
     output.parent.mkdir(parents=True, exist_ok=True)
     suffix = ".nii.gz" if output.name.endswith(".nii.gz") else ".nii"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fedsynth.models.registry import known_kinds
+
 NORM_KINDS = ("instance", "group")
 TRAINABLE = ("all", "norm-bias")
 ARCHITECTURE = (
@@ -75,6 +77,10 @@ class ModelConfig:
         if self.trainable not in TRAINABLE:
             raise ValueError(
                 f"ModelConfig.trainable must be one of {TRAINABLE}, got {self.trainable!r}"
+            )
+        if self.kind not in known_kinds():
+            raise ValueError(
+                f"ModelConfig.kind must be one of {known_kinds()}, got {self.kind!r}"
             )
         if self.norm not in NORM_KINDS:
             raise ValueError(f"ModelConfig.norm must be one of {NORM_KINDS}, got {self.norm!r}")

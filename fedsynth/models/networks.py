@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 NORM_TYPES = (nn.InstanceNorm2d, nn.GroupNorm)
-_ACTIVATIONS = {
+ACTIVATIONS = {
     "relu": lambda: nn.ReLU(),
     "lrelu": lambda: nn.LeakyReLU(0.2),
     "tanh": lambda: nn.Tanh(),
@@ -188,7 +188,7 @@ class ConvBlock(nn.Sequential):
         if norm is not None:
             self.add_module("norm", norm_layer(norm, out_channels))
         if act is not None:
-            self.add_module("act", _ACTIVATIONS[act]())
+            self.add_module("act", ACTIVATIONS[act]())
 
 
 class ResidualBlock(nn.Module):
@@ -243,12 +243,19 @@ class PatchDiscriminator(nn.Module):
     """PatchGAN (Isola et al. 2017): a map of real/fake scores over overlapping patches.
 
     With num_classes > 0 it also has a classification head (global average of a conv map,
-    logits over the modalities), the StarGAN discriminator's auxiliary classifier.
-    forward returns (patch scores (B, 1, h, w), logits (B, K) or None).
+    logits over the modalities), the StarGAN discriminator's auxiliary classifier. With
+    num_heads > 1 it has one patch head per domain (a multi-task discriminator).
+    forward returns (patch scores (B, num_heads, h, w), logits (B, K) or None).
     """
 
     def __init__(
-        self, in_channels: int, base_channels: int, layers: int, norm: str, num_classes: int = 0
+        self,
+        in_channels: int,
+        base_channels: int,
+        layers: int,
+        norm: str,
+        num_classes: int = 0,
+        num_heads: int = 1,
     ) -> None:
         super().__init__()
         blocks: list[nn.Module] = [
@@ -261,7 +268,7 @@ class PatchDiscriminator(nn.Module):
             blocks.append(ConvBlock(ch, out, 4, stride=stride, zero_pad=1, norm=norm, act="lrelu"))
             ch = out
         self.trunk = nn.Sequential(*blocks)
-        self.adv = Conv2d(ch, 1, 4, padding=1)
+        self.adv = Conv2d(ch, num_heads, 4, padding=1)
         self.cls = Conv2d(ch, num_classes, 3, padding=1) if num_classes else None
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None]:

@@ -1,12 +1,18 @@
-"""Unified any-to-any generator, StarGAN-style (Choi et al. 2018; Dai et al., Med Phys 2020).
+"""Unified any-to-any generator, StarGAN-style (Choi et al. 2018; Dai et al., Med Phys 2020),
+with the conditioning of StarGAN v2 (Choi et al. 2020).
 
-One generator G(x, c) takes an image and the target modality c as one-hot label maps stacked
-as extra input channels; one discriminator D has a real/fake patch head and a modality
-classification head. Per real slice x of modality c with a random target t != c:
-  generator:     LSGAN D_src(G(x, t)) -> real, CE(D_cls(G(x, t)), t), |G(G(x, t), c) - x|
-  discriminator: LSGAN D_src(x) -> real and D_src(G(x, t)) -> fake, CE(D_cls(x), c)
+One generator G(x, t | s) maps an image of modality s to modality t. It sees the target as
+one-hot label planes stacked on the input AND as a code (one-hot target ⊕ one-hot source) that
+modulates every block (FiLM, `fedsynth.models.conditional`). One discriminator D has one
+real/fake patch head per modality (a multi-task discriminator: head t judges "a real image of
+modality t?") and an auxiliary modality classifier. Per real slice x of modality s with a
+random target t != s:
+  generator:     LSGAN head_t(G(x, t|s)) -> real, λ_cls·CE(D_cls(G(x, t|s)), t),
+                 λ_rec·|G(G(x, t|s), s|t) - x|, [λ_id·|G(x, s|s) - x|]
+  discriminator: LSGAN head_s(x) -> real and head_t(G(x, t|s)) -> fake, λ_cls·CE(D_cls(x), s)
 LSGAN rather than WGAN-GP: the gradient penalty needs double backward per sample and mixes
-real and fake samples, which DP-SGD's per-sample clipping cannot accommodate cheaply.
+real and fake samples, which DP-SGD's per-sample clipping cannot accommodate cheaply. Heads
+and codes are selected with one-hot products, not indexing, so everything runs under vmap.
 """
 
 from __future__ import annotations
@@ -17,23 +23,26 @@ import torch
 from torch import Tensor
 
 from fedsynth.models.base import Batch, Stream, SynthesisModel
+from fedsynth.models.conditional import ConditionalResnetGenerator
 from fedsynth.models.config import ModelConfig
 from fedsynth.models.losses import classification_loss, l1_loss, lsgan_loss
-from fedsynth.models.networks import PatchDiscriminator, ResnetGenerator
+from fedsynth.models.networks import PatchDiscriminator
 from fedsynth.models.registry import register_model
 
 
+def one_hot(labels: Tensor, num_classes: int) -> Tensor:
+    """Label indices (n,) -> (n, K) float. A comparison, not F.one_hot, so it runs under vmap."""
+    return (labels[:, None] == torch.arange(num_classes, device=labels.device)).float()
+
+
 def label_maps(labels: Tensor, num_classes: int, height: int, width: int) -> Tensor:
-    """Label indices (n,) -> one-hot maps (n, K, H, W). A comparison, not F.one_hot, so that
-    it runs under torch.func.vmap."""
-    classes = torch.arange(num_classes, device=labels.device)
-    one_hot = (labels[:, None] == classes).to(torch.float32)
-    return one_hot[:, :, None, None].expand(-1, -1, height, width)
+    """Label indices (n,) -> one-hot maps (n, K, H, W)."""
+    return one_hot(labels, num_classes)[:, :, None, None].expand(-1, -1, height, width)
 
 
 @register_model("unified")
 class UnifiedGAN(SynthesisModel):
-    """One conditional ResNet generator G and one two-headed PatchGAN discriminator D."""
+    """One FiLM-conditioned ResNet generator G and one multi-head PatchGAN discriminator D."""
 
     groups = {"generators": ("G",), "discriminators": ("D",)}
     needs_every_modality = False
@@ -43,22 +52,34 @@ class UnifiedGAN(SynthesisModel):
         super().__init__(config)
         c = config
         k = c.num_modalities
-        self.G = ResnetGenerator(1 + k, 1, c.base_channels, c.res_blocks, c.downsamplings, c.norm)
-        self.D = PatchDiscriminator(1, c.disc_channels, c.disc_layers, c.norm, num_classes=k)
+        self.G = ConditionalResnetGenerator(
+            1 + k, 2 * k, c.base_channels, c.res_blocks, c.downsamplings, c.norm
+        )
+        self.D = PatchDiscriminator(
+            1, c.disc_channels, c.disc_layers, c.norm, num_classes=k, num_heads=k
+        )
 
     @property
     def training_modalities(self) -> tuple[str, ...]:
         return self.config.modalities
 
-    def generate(self, images: Tensor, target_labels: Tensor) -> Tensor:
-        """G(x, t): images (n, 1, H, W) translated to the modalities indexed by `target_labels`."""
+    def generate(self, images: Tensor, target: Tensor, source: Tensor) -> Tensor:
+        """G(x, t | s): images (n, 1, H, W) of modalities `source` (n,) to `target` (n,)."""
+        k = self.config.num_modalities
         h, w = images.shape[-2:]
-        maps = label_maps(target_labels, self.config.num_modalities, h, w)
-        return self.G(torch.cat([images, maps], dim=1))
+        code = torch.cat([one_hot(target, k), one_hot(source, k)], dim=1).to(images.dtype)
+        planes = label_maps(target, k, h, w).to(images.dtype)
+        return self.G(torch.cat([images, planes], dim=1), code)
+
+    def judge(self, images: Tensor, modality: Tensor) -> tuple[Tensor, Tensor]:
+        """(patch scores of each image's own modality head (n, 1, h, w), class logits)."""
+        scores, logits = self.D(images)
+        weights = one_hot(modality, self.config.num_modalities).to(scores.dtype)[:, :, None, None]
+        return (scores * weights).sum(dim=1, keepdim=True), logits
 
     def make_batch(self, images: Mapping[str, Tensor], generator: torch.Generator) -> Batch:
-        """One stream "all": images, their modality labels, and a uniformly random target label
-        different from each image's own (drawn per sample from `generator`)."""
+        """One stream "all": images, their modality labels, and a random target label among the
+        model's other modalities (drawn per sample from `generator`)."""
         present = [(i, images[m]) for i, m in enumerate(self.config.modalities) if m in images]
         present = [(i, x) for i, x in present if len(x)]
         if not present:
@@ -78,47 +99,48 @@ class UnifiedGAN(SynthesisModel):
 
     def loss_terms(self, player: str) -> tuple[str, ...]:
         self._check_player(player)
-        return (
-            ("loss", "real", "fake", "cls")
-            if player == "discriminators"
-            else ("loss", "adv", "cls", "rec")
-        )
+        if player == "discriminators":
+            return ("loss", "real", "fake", "cls")
+        identity = ("identity",) if self.config.lambda_identity > 0 else ()
+        return ("loss", "adv", "cls", "rec", *identity)
 
     def forward(self, stream: str, player: str, batch: Stream) -> dict[str, Tensor]:
         self._check_player(player)
         if stream != "all":
             raise ValueError(f"UnifiedGAN has one stream 'all', got {stream!r}")
+        c = self.config
         real, label, target = batch["image"], batch["label"], batch["target"]
-        fake = self.generate(real, target)
+        fake = self.generate(real, target, label)
         if player == "discriminators":
-            real_scores, real_logits = self.D(real)
+            real_scores, real_logits = self.judge(real, label)
             terms = {
                 "real": lsgan_loss(real_scores, real=True),
-                "fake": lsgan_loss(self.D(fake)[0], real=False),
+                "fake": lsgan_loss(self.judge(fake, target)[0], real=False),
                 "cls": classification_loss(real_logits, label),
             }
-            loss = 0.5 * (terms["real"] + terms["fake"]) + self.config.lambda_cls * terms["cls"]
+            loss = 0.5 * (terms["real"] + terms["fake"]) + c.lambda_cls * terms["cls"]
             return {"loss": loss, **terms}
-        fake_scores, fake_logits = self.D(fake)
+        fake_scores, fake_logits = self.judge(fake, target)
         terms = {
             "adv": lsgan_loss(fake_scores, real=True),
             "cls": classification_loss(fake_logits, target),
-            "rec": l1_loss(self.generate(fake, label), real),
+            "rec": l1_loss(self.generate(fake, label, target), real),
         }
-        loss = (
-            terms["adv"]
-            + self.config.lambda_cls * terms["cls"]
-            + self.config.lambda_rec * terms["rec"]
-        )
+        loss = terms["adv"] + c.lambda_cls * terms["cls"] + c.lambda_rec * terms["rec"]
+        if c.lambda_identity > 0:
+            terms["identity"] = l1_loss(self.generate(real, label, label), real)
+            loss = loss + c.lambda_identity * terms["identity"]
         return {"loss": loss, **terms}
 
     def translate(self, images: Tensor, source: str, target: str) -> Tensor:
-        """Any-to-any: `source` only has to be a known modality; the generator is conditioned
-        on `target` alone."""
+        """Any-to-any between the model's modalities."""
         for name, modality in (("source", source), ("target", target)):
             if modality not in self.config.modalities:
                 raise ValueError(
                     f"unknown {name} modality {modality!r}; known: {self.config.modalities}"
                 )
-        labels = torch.full((len(images),), self.config.modalities.index(target), dtype=torch.long)
-        return self.generate(images, labels.to(images.device))
+        index = self.config.modalities.index
+        n = len(images)
+        t = torch.full((n,), index(target), dtype=torch.long, device=images.device)
+        s = torch.full((n,), index(source), dtype=torch.long, device=images.device)
+        return self.generate(images, t, s)

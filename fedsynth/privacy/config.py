@@ -31,6 +31,8 @@ class PrivacyConfig:
         secret the site draws from the OS's secure random source (`fedsynth.privacy.secret`).
         An int fixes them for reproducible experiments, and anyone who knows the config can
         then regenerate and subtract the noise.
+    secure_mode: draw each noise coordinate as the sum of four Gaussians / 2 (Opacus's defence
+        against floating-point attacks on Gaussian sampling); 4x the random numbers.
     """
 
     enabled: bool = True
@@ -43,6 +45,7 @@ class PrivacyConfig:
     unit: str = "subject"
     sample_rate: float | None = None
     noise_seed: int | None = None
+    secure_mode: bool = False
 
     def __post_init__(self) -> None:
         if not self.noise_multiplier > 0:

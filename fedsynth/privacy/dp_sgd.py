@@ -36,6 +36,15 @@ def clip_factors(
     return (max_grad_norm / (norms + 1e-6)).clamp(max=1.0), norms
 
 
+def gaussian(shape: torch.Size, generator: torch.Generator, secure_mode: bool = False) -> Tensor:
+    """Standard normal noise. `secure_mode`: the sum of 2n = 4 draws divided by 2 (same
+    distribution), Opacus's defence against floating-point attacks on one Gaussian draw
+    (Holohan & Braghin 2021, §5.1; Jin et al. 2022)."""
+    if not secure_mode:
+        return torch.randn(shape, generator=generator)
+    return sum(torch.randn(shape, generator=generator) for _ in range(4)) / 2
+
+
 def clip_and_noise(
     per_sample: Grads,
     *,
@@ -44,6 +53,7 @@ def clip_and_noise(
     expected_batch_size: float,
     generator: torch.Generator,
     automatic: bool = False,
+    secure_mode: bool = False,
 ) -> tuple[Grads, Tensor]:
     """The private gradient from per-sample gradients (n may be 0), and the per-sample norms."""
     if not expected_batch_size > 0:
@@ -53,7 +63,7 @@ def clip_and_noise(
     private = {}
     for name, g in per_sample.items():
         clipped_sum = torch.einsum("n,n...->...", scale, g)
-        noise = torch.randn(clipped_sum.shape, generator=generator).to(g.device)
+        noise = gaussian(clipped_sum.shape, generator, secure_mode).to(g.device)
         private[name] = (clipped_sum + std * noise) / expected_batch_size
     return private, norms
 
@@ -69,6 +79,7 @@ def private_gradient(
     generator: torch.Generator,
     automatic: bool = False,
     multiplicity: int = 1,
+    secure_mode: bool = False,
 ) -> tuple[Grads, Terms, Tensor]:
     """One DP-SGD release for `player`: (private gradient, per-sample loss terms, norms).
     With `multiplicity` K the batch holds K consecutive views of each unit, whose gradients
@@ -81,5 +92,6 @@ def private_gradient(
         expected_batch_size=expected_batch_size,
         generator=generator,
         automatic=automatic,
+        secure_mode=secure_mode,
     )
     return grads, terms, norms

@@ -80,7 +80,8 @@ def server_evaluation(
 ) -> dict[str, float]:
     """Global generators on every site's paired held-out subjects, pooled per subject."""
     metrics = SynthesisMetrics()
-    for site in sites:
+    pair = {cfg.model.source, cfg.model.target}
+    for site in (s for s in sites if pair <= set(s.test)):  # sites holding both contrasts
         evaluate_translation(model, site.test, cfg.model.source, cfg.model.target, metrics)
     return metrics.aggregate()
 

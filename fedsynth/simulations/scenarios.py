@@ -63,6 +63,18 @@ SCENARIOS: dict[str, dict[str, object]] = {
         "federation.num-rounds": 5,
         "federation.local-steps": 40,
     },
+    # One unified generator over hospitals that acquired different contrasts: PD <-> FLAIR and
+    # PD <-> T2 exist at no single site, so only the federation can learn them.
+    "phantom-hetero": {
+        **SMALL_MODEL,
+        "model.kind": "unified",
+        "train.lr": UNIFIED_LR,
+        "data.modalities": "T1,T2,PD,FLAIR",
+        "data.site-modalities": "hospA=T1+T2+FLAIR,hospB=T1+PD,hospC=T2+FLAIR",
+        "privacy.enabled": False,
+        "federation.num-rounds": 5,
+        "federation.local-steps": 40,
+    },
     # IXI: Guys, HH and IOP are the natural three-site federation (bring your own IXI copy).
     "ixi-by-hospital": {
         **SMALL_MODEL,
@@ -80,7 +92,7 @@ SCENARIOS: dict[str, dict[str, object]] = {
         "data.num-partitions": 3,
     },
 }
-PHANTOM_SCENARIOS = ("phantom-3site", "phantom-unified")
+PHANTOM_SCENARIOS = ("phantom-3site", "phantom-unified", "phantom-hetero")
 
 
 def scenario_flat(name: str) -> dict[str, object]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from rich.console import Console  # noqa: E402
 
 from fedsynth.atomic import atomic_save_figure, atomic_write_bytes  # noqa: E402
 from fedsynth.audit.accounting import check_run  # noqa: E402
@@ -36,7 +36,7 @@ from fedsynth.privacy.sampling import UnitIndex  # noqa: E402
 from fedsynth.server.report import federated_result  # noqa: E402
 from fedsynth.server.run_dir import RunDirectory  # noqa: E402
 
-console = Console()
+log = logging.getLogger(__name__)
 RESULT_FILE = "result.json"
 # Keys that say where outputs go, not what is trained: left out of a setting's cache key.
 OUTPUT_KEYS = (
@@ -162,11 +162,11 @@ def run_sweep(
         key = setting_key(cfg)
         cached = out / "runs" / key / RESULT_FILE
         if cached.is_file():
-            console.rule(f"[{i}/{len(settings)}] {setting.label}: reusing {cached.parent}")
+            log.info("[%d/%d] %s: reusing %s", i, len(settings), setting.label, cached.parent)
             rows.append(json.loads(cached.read_text()) | {"reused": True})
             continue
         dp_text = f"σ={cfg.privacy.noise_multiplier:g}" if cfg.privacy.enabled else "DP off"
-        console.rule(f"[{i}/{len(settings)}] {setting.label} ({dp_text}) → {cached.parent}")
+        log.info("[%d/%d] %s (%s) → %s", i, len(settings), setting.label, dp_text, cached.parent)
         run_dir = cached.parent / "run"
         cfg = cfg.replace(**{"federation.run-dir": str(run_dir)})
         simulate(cfg, cpus_per_site=cpus_per_site)

@@ -63,8 +63,12 @@ def training_sets(model: SynthesisModel, data: SiteData) -> dict[str, SliceSet]:
             f"site {data.site!r} has no training slices of {missing} "
             f"(a {cfg.kind} model needs every one of {model.training_modalities})"
         )
-    if not any(len(s) for s in sets.values()):
-        raise ValueError(f"site {data.site!r} has no training slices of any of {cfg.modalities}")
+    present = [m for m, s in sets.items() if len(s)]
+    if len(present) < 2:
+        raise ValueError(
+            f"site {data.site!r} has training slices of {present or 'none'} of "
+            f"{list(cfg.modalities)}: a site needs at least two contrasts to train"
+        )
     for modality, s in sets.items():
         if s.images.shape[1:] != (cfg.image_size, cfg.image_size):
             raise ValueError(
@@ -141,6 +145,7 @@ class Release:
     max_grad_norm: float
     num_units: int
     automatic: bool = False
+    secure_mode: bool = False
 
     @property
     def expected_batch(self) -> float:
@@ -203,6 +208,7 @@ def _setup(
             privacy_cfg.max_grad_norm,
             index.num_units,
             privacy_cfg.clipping == "automatic",
+            privacy_cfg.secure_mode,
         )
         if first_call and index.unit == "subject" and index.num_units < FEW_SUBJECTS:
             log.warning(
@@ -270,6 +276,7 @@ def _update(session: _Session, player: str, lr: float) -> None:
             generator=s.generator,
             automatic=rel.automatic,
             multiplicity=views,
+            secure_mode=rel.secure_mode,
         )
         s.accountant.step(player, rel.noise_multiplier, rel.sample_rate)
         s.sums[f"{player}/clip_fraction"] += float((norms > rel.max_grad_norm).sum())

@@ -1,0 +1,191 @@
+"""One input-validation policy for every command that reads volumes.
+
+`prepare`, training and simulation (through `prepare_sites`), the ClientApp (same) and
+`translate` all judge input files by the rules below, so one bad file gets one answer
+everywhere: a `DatasetError` whose one-line message names the file and says why.
+
+Rules for one file, in the order they are checked (the first that fails is the reason):
+
+1. It opens for reading: it exists, its permissions allow reading, a link is not dangling.
+   → "cannot open (…)"; checked when a layout lists the file (and every folder it walks) and
+   again when the file is read.
+2. Its header parses as NIfTI-1/2. → "cannot read as NIfTI (…)"
+3. It is 3D. Trailing dimensions of length 1 are dropped first, so a 4D file holding a single
+   volume is accepted as 3D; 2D, or 4D with several volumes, is refused. → "is 4D (shape …)"
+4. Its voxel sizes — `pixdim` as stored in the file (nibabel's loader would silently turn 0 into
+   1 and a negative size into its absolute value) and the voxel-to-world affine — are finite
+   and > 0. → "voxel sizes … in the header must be finite and > 0"
+5. It has at least `MIN_VOXELS` voxels along every axis: fewer cannot give a slice once the
+   foreground is opened and cropped. → "shape … is too small: …"
+6. Its voxel data read in full (a corrupt or truncated gzip stream fails here).
+   → "cannot read as NIfTI (…)"
+7. Every voxel is finite. → "has N NaN/inf voxels"
+8. It is not empty (all 0) or constant. → "is empty (all voxels 0)" / "is constant (…)"
+
+Rules for one subject (`fedsynth.data.preprocess`):
+
+9. All of a subject's volumes and its mask lie on one grid (shape, and affine to 1e-3 mm).
+   → "grid … differs from …"
+10. Each volume shows a foreground of its own (without a mask file; with one, the mask is not
+    empty), the foreground has an intensity range, and for training at least one axial slice
+    keeps `min_foreground` of it. → "no foreground (…)" / "no intensity range inside the
+    foreground" / "no axial slice has >= … foreground"
+
+Rules for a layout (`fedsynth.data.layouts`): every modality name is known ("unknown modality
+…") and a subject has one file per modality ("already has a T1 file").
+
+Strict mode (the default) stops at the first bad input. Lenient mode (`data.lenient=true`)
+skips the bad file (layout rules) or subject (volume and subject rules) with a logged warning
+and a record in the slice cache's `meta.json`. `translate` reads a single file: always strict.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from nibabel.openers import ImageOpener
+from nibabel.orientations import (
+    apply_orientation,
+    axcodes2ornt,
+    inv_ornt_aff,
+    io_orientation,
+    ornt_transform,
+)
+
+log = logging.getLogger(__name__)
+
+MIN_VOXELS = 8
+
+
+class DatasetError(ValueError):
+    """Bad input data: the message names the file (or folder) and the reason."""
+
+
+def cannot_open(path: Path | str, err: OSError) -> DatasetError:
+    """Rule 1's error, for a file or a folder that could not be opened."""
+    return DatasetError(f"{path}: cannot open ({(err.strerror or type(err).__name__).lower()})")
+
+
+def check_readable(path: Path) -> None:
+    """Rule 1: the file opens for reading."""
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as err:
+        raise cannot_open(path, err) from err
+
+
+def _unreadable(path: Path, err: Exception) -> DatasetError:
+    """Rules 2 and 6's error: the bytes are not a readable NIfTI."""
+    return DatasetError(f"{path}: cannot read as NIfTI ({type(err).__name__}: {err})")
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A validated volume: float32 data reoriented to the closest canonical (RAS) orientation,
+    its RAS affine, and the image as stored (whose header and orientation results go back to)."""
+
+    path: Path
+    data: np.ndarray
+    affine: np.ndarray
+    image: nib.Nifti1Image
+
+    @property
+    def grid(self) -> tuple[tuple[int, ...], np.ndarray]:
+        return self.data.shape, self.affine
+
+    def to_stored(self, ras: np.ndarray) -> np.ndarray:
+        """An array on this volume's RAS grid, in the file's own voxel order (undoes the
+        reorientation `read_volume` applied)."""
+        stored = io_orientation(self.image.affine)
+        return apply_orientation(ras, ornt_transform(axcodes2ornt("RAS"), stored))
+
+
+_READ_ERRORS = (OSError, EOFError, ValueError, nib.filebasedimages.ImageFileError)
+
+
+def _header(path: Path) -> tuple[nib.Nifti1Image, tuple[int, ...]]:
+    """Rules 2–5, judged from the header alone: the image and its 3D shape."""
+    try:
+        img = nib.load(str(path))
+    except _READ_ERRORS as err:
+        raise _unreadable(path, err) from err
+    if not isinstance(img, nib.Nifti1Image):
+        raise DatasetError(f"{path}: cannot read as NIfTI (it is a {type(img).__name__})")
+    shape = img.shape
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    if len(shape) != 3:
+        raise DatasetError(f"{path}: is {len(shape)}D (shape {img.shape}); expected 3D")
+    with ImageOpener(str(path)) as fh:  # the header as stored, before nibabel's silent fixes
+        stored = type(img.header).from_fileobj(fh, check=False)["pixdim"][1:4]
+    affine = img.affine
+    if not (np.all(np.isfinite(stored)) and np.all(stored > 0)) or not (
+        np.all(np.isfinite(affine)) and abs(np.linalg.det(affine[:3, :3])) > 0
+    ):
+        columns = np.linalg.norm(affine[:3, :3], axis=0)
+        raise DatasetError(
+            f"{path}: voxel sizes {tuple(float(z) for z in stored)} in the header must be "
+            f"finite and > 0 (affine column sizes {tuple(round(float(c), 4) for c in columns)})"
+        )
+    if min(shape) < MIN_VOXELS:
+        raise DatasetError(
+            f"{path}: shape {shape} is too small: need >= {MIN_VOXELS} voxels along every axis"
+        )
+    return img, shape
+
+
+def read_volume(path: Path) -> Volume:
+    """Read and validate one NIfTI volume (rules 1–8)."""
+    path = Path(path)
+    check_readable(path)
+    img, shape = _header(path)
+    try:
+        data = np.asanyarray(img.dataobj, dtype=np.float32).reshape(shape)
+    except (*_READ_ERRORS, zlib.error) as err:
+        raise _unreadable(path, err) from err
+    bad = int(data.size - np.count_nonzero(np.isfinite(data)))
+    if bad:
+        raise DatasetError(f"{path}: has {bad} NaN/inf voxels")
+    lo, hi = float(data.min()), float(data.max())
+    if lo == hi:
+        what = "empty (all voxels 0)" if hi == 0 else f"constant (all voxels {hi:g})"
+        raise DatasetError(f"{path}: is {what}")
+    ornt = io_orientation(img.affine)
+    ras = apply_orientation(data, ornt).astype(np.float32, copy=False)
+    return Volume(path, ras, img.affine @ inv_ornt_aff(ornt, shape), img)
+
+
+def check_same_grid(volume: Volume, reference: Volume, what: str = "grid") -> None:
+    """Rule 9: same shape and (to 1e-3 mm) the same affine as the subject's first volume."""
+    if volume.data.shape != reference.data.shape or not np.allclose(
+        volume.affine, reference.affine, atol=1e-3
+    ):
+        raise DatasetError(
+            f"{volume.path}: {what} {volume.data.shape} differs from {reference.path} "
+            f"{reference.data.shape}; resample the modalities onto one grid first"
+        )
+
+
+@dataclass
+class BadInputPolicy:
+    """What a bad file or subject does: strict (raise) or lenient (warn, record, go on).
+
+    `skipped` holds one record per skipped input — the file (if one), site, subject and the
+    reason — for the slice cache's `meta.json`.
+    """
+
+    lenient: bool = False
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+    def reject(self, err: DatasetError, **where: str) -> None:
+        """Raise `err` (strict), or log and record it (lenient)."""
+        if not self.lenient:
+            raise err
+        log.warning("skipped %s: %s", " ".join(f"{k} {v}" for k, v in where.items()), err)
+        self.skipped.append({**where, "reason": str(err)})

@@ -1,0 +1,89 @@
+"""A ResNet generator conditioned in every block (StarGAN v2-style conditioning, Choi et al.
+2020; FiLM, Perez et al. 2018): after each normalisation, features are scaled and shifted by
+an affine function of a code — here the one-hot target and source modalities. A generator fed
+the code only as input planes can learn to ignore it (measured: over four contrasts the
+unified model's classification loss stayed above ln 4); modulating every block cannot be
+ignored as easily. DP-safe like `networks`: per-sample, no batch statistics."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from fedsynth.models.networks import ACTIVATIONS, ConvBlock
+
+
+class FiLM(nn.Module):
+    """x·(1 + γ(code)) + β(code) per channel, γ and β linear in the code. Zero-initialised:
+    an untrained FiLM is the identity, so conditioning grows from the unconditioned net."""
+
+    def __init__(self, code_size: int, channels: int) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.zeros(code_size, channels))
+        self.shift = nn.Parameter(torch.zeros(code_size, channels))
+
+    def forward(self, x: Tensor, code: Tensor) -> Tensor:
+        gamma = (code @ self.scale)[:, :, None, None]
+        beta = (code @ self.shift)[:, :, None, None]
+        return x * (1 + gamma) + beta
+
+
+class CondBlock(nn.Module):
+    """ConvBlock (conv + norm) -> FiLM(code) -> activation."""
+
+    def __init__(self, code_size: int, in_ch: int, out_ch: int, kernel: int, **conv) -> None:
+        super().__init__()
+        act = conv.pop("act", None)
+        self.block = ConvBlock(in_ch, out_ch, kernel, **conv)
+        self.film = FiLM(code_size, out_ch)
+        self.act = ACTIVATIONS[act]() if act is not None else nn.Identity()
+
+    def forward(self, x: Tensor, code: Tensor) -> Tensor:
+        return self.act(self.film(self.block(x), code))
+
+
+class CondResidual(nn.Module):
+    def __init__(self, code_size: int, channels: int, norm: str) -> None:
+        super().__init__()
+        self.first = CondBlock(code_size, channels, channels, 3, reflect=1, norm=norm, act="relu")
+        self.second = CondBlock(code_size, channels, channels, 3, reflect=1, norm=norm)
+
+    def forward(self, x: Tensor, code: Tensor) -> Tensor:
+        return x + self.second(self.first(x, code), code)
+
+
+class ConditionalResnetGenerator(nn.Module):
+    """The ResNet generator's layout (7x7 stem, stride-2 downsamplings, residual blocks,
+    upsample + conv, 7x7 Tanh head) with FiLM after every normalisation."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        code_size: int,
+        base_channels: int,
+        res_blocks: int,
+        downsamplings: int,
+        norm: str,
+    ) -> None:
+        super().__init__()
+        k = code_size
+        blocks: list[nn.Module] = [
+            CondBlock(k, in_channels, base_channels, 7, reflect=3, norm=norm, act="relu")
+        ]
+        ch = base_channels
+        for _ in range(downsamplings):
+            blocks.append(CondBlock(k, ch, 2 * ch, 3, stride=2, reflect=1, norm=norm, act="relu"))
+            ch *= 2
+        blocks.extend(CondResidual(k, ch, norm) for _ in range(res_blocks))
+        for _ in range(downsamplings):
+            blocks.append(
+                CondBlock(k, ch, ch // 2, 3, reflect=1, upsample=True, norm=norm, act="relu")
+            )
+            ch //= 2
+        self.body = nn.ModuleList(blocks)
+        self.head = ConvBlock(ch, 1, 7, reflect=3, act="tanh")
+
+    def forward(self, x: Tensor, code: Tensor) -> Tensor:
+        for block in self.body:
+            x = block(x, code)
+        return self.head(x)
