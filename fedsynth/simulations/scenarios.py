@@ -27,6 +27,20 @@ SMALL_MODEL: dict[str, object] = {
 # (16.9 dB vs 15.0 dB at 2e-3 after 200 steps on one phantom site, T1/T2).
 UNIFIED_LR = 5e-4
 
+# DP-SGD that learns (issue 12): from a public warm start (`train.init-checkpoint`), train and
+# share only norm affines + biases, patient-level units, automatic clipping, a larger expected
+# batch and a generator EMA. Chosen on PUBLIC data only (README "Private fine-tuning").
+PRIVATE_FINETUNE: dict[str, object] = {
+    "model.trainable": "norm-bias",
+    "privacy.enabled": True,
+    "privacy.unit": "subject",
+    "privacy.clipping": "automatic",
+    "train.batch-size": 16,
+    "train.lr": 2e-3,
+    "train.lr-schedule": "constant",
+    "train.ema-decay": 0.9,
+}
+
 SCENARIOS: dict[str, dict[str, object]] = {
     # CycleGAN T1 → T2 over the three phantom hospitals, DP on.
     "phantom-3site": {

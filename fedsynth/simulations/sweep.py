@@ -11,7 +11,6 @@ Outputs: sweep.csv, sweep.md and utility_vs_epsilon.png in OUT.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import json
 import logging
@@ -156,9 +155,10 @@ def run_sweep(
     out = Path(out)
     sites, _ = prepare_sites(base.data, progress=False)
     # One calibration recipe for every setting: the non-private run's (trained once per site).
-    # ... trained as long as one site of the federation (its step budget, not train.steps).
-    reference = dataclasses.replace(base, train=base.federated_train).replace(
-        **{"privacy.enabled": False}
+    # As long as a site of the run trains (the audit's own default): `train.steps` is the
+    # baselines' budget, not the federation's.
+    reference = base.replace(
+        **{"privacy.enabled": False, "train.steps": base.federation.total_steps}
     )
     rows = []
     for i, setting in enumerate(settings, 1):
@@ -173,7 +173,8 @@ def run_sweep(
         log.info("[%d/%d] %s (%s) → %s", i, len(settings), setting.label, dp_text, cached.parent)
         run_dir = cached.parent / "run"
         cfg = cfg.replace(**{"federation.run-dir": str(run_dir)})
-        simulate(cfg, cpus_per_site=cpus_per_site)
+        if RunDirectory(run_dir).status()["status"] != "complete":  # else only the audit failed
+            simulate(cfg, cpus_per_site=cpus_per_site)
         audit = audit_run(
             run_dir,
             audit_site,
