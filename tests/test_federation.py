@@ -21,13 +21,9 @@ from fedsynth.data.pipeline import prepare_sites
 from fedsynth.models import build_model
 from fedsynth.models.checkpoint import load_checkpoint
 from fedsynth.server.app import run_federation
+from fedsynth.simulations.scenarios import TINY_MODEL
 
-TINY = {
-    "data.preprocess.image-size": 32,
-    "model.base-channels": 4,
-    "model.res-blocks": 1,
-    "model.disc-channels": 4,
-    "model.disc-layers": 2,
+TINY = TINY_MODEL | {
     "privacy.unit": "slice",
     "federation.num-rounds": 2,
     "federation.local-steps": 2,
