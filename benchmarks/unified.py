@@ -14,18 +14,15 @@ over `SEEDS`. All rows are scored on the same test subjects, which have all four
 from __future__ import annotations
 
 import itertools
-import logging
 import statistics
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
-from common import parser, write_result
+from common import training_benchmark_args, write_result
 
-from fedsynth.cli import quiet_flower
 from fedsynth.config import FedsynthConfig
 from fedsynth.data.phantom import PHANTOM_MODALITIES, PhantomConfig, generate_phantom
 from fedsynth.data.pipeline import prepare_sites
@@ -75,13 +72,7 @@ def score(model, test: dict[str, SliceSet], s: str, t: str, prefix: str) -> dict
 
 
 def main() -> None:
-    p = parser(__doc__)
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    args = p.parse_args()
-    torch.set_num_threads(args.threads)
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    quiet_flower()
-    warnings.filterwarnings("ignore", category=UserWarning)
+    args = training_benchmark_args(__doc__)
     size = QUICK if args.quick else FULL
     mods = PHANTOM_MODALITIES
     directions = list(itertools.permutations(mods, 2))
