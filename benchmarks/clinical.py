@@ -23,19 +23,13 @@ direction and size, the issue's targets (1 met, 0 missed) and seconds per stage.
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import math
 import tempfile
-import time
-import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
-from common import RESULTS, parser, write_result
+from common import RESULTS, Stopwatch, training_benchmark_args, write_result
 
-from fedsynth.cli import quiet_flower
 from fedsynth.config import FedsynthConfig
 from fedsynth.data.phantom import PhantomConfig, generate_phantom
 from fedsynth.data.pipeline import prepare_sites
@@ -145,24 +139,11 @@ def finite(figures: dict[str, float], seconds: dict[str, float]) -> dict[str, fl
 
 
 def main() -> None:
-    p = parser(__doc__)
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    args = p.parse_args()
-    torch.set_num_threads(args.threads)
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    quiet_flower()
-    warnings.filterwarnings("ignore", category=UserWarning)
+    args = training_benchmark_args(__doc__)
     setup = QUICK if args.quick else FULL
     figures: dict[str, float] = {}
-    seconds: dict[str, float] = {}
-
-    @contextlib.contextmanager
-    def timed(name: str):
-        start = time.perf_counter()
-        print(f"--- {name}", flush=True)
-        yield
-        seconds[name] = time.perf_counter() - start
-        print(f"--- {name}: {seconds[name]:.0f} s", flush=True)
+    timed = Stopwatch()
+    seconds = timed.seconds
 
     with tempfile.TemporaryDirectory(prefix="fedsynth-clinical-") as tmp:
         root = Path(tmp)

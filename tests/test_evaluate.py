@@ -23,6 +23,7 @@ from fedsynth.evaluation.labels import label_scheme
 from fedsynth.evaluation.segmentation import SegmentationMetrics, SegmenterConfig, train_segmenter
 from fedsynth.evaluation.suite import SOURCE_AS_IS, evaluate_direction
 from fedsynth.server.app import run_federation
+from fedsynth.simulations.scenarios import TINY_MODEL
 
 QUICK_SEGMENTER = SegmenterConfig(steps=200)
 
@@ -57,12 +58,7 @@ def test_segmenter_learns_on_phantom_data(tmp_path: Path) -> None:
     assert copy.summary["dice_tissue_mean"] < on_real["dice_tissue_mean"] - 0.3
 
 
-TINY = {
-    "data.preprocess.image-size": 32,
-    "model.base-channels": 4,
-    "model.res-blocks": 1,
-    "model.disc-channels": 4,
-    "model.disc-layers": 2,
+TINY = TINY_MODEL | {
     "privacy.enabled": False,
     "federation.num-rounds": 2,
     "federation.local-steps": 2,

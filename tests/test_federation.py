@@ -21,13 +21,9 @@ from fedsynth.data.pipeline import prepare_sites
 from fedsynth.models import build_model
 from fedsynth.models.checkpoint import load_checkpoint
 from fedsynth.server.app import run_federation
+from fedsynth.simulations.scenarios import TINY_MODEL
 
-TINY = {
-    "data.preprocess.image-size": 32,
-    "model.base-channels": 4,
-    "model.res-blocks": 1,
-    "model.disc-channels": 4,
-    "model.disc-layers": 2,
+TINY = TINY_MODEL | {
     "privacy.unit": "slice",
     "federation.num-rounds": 2,
     "federation.local-steps": 2,
@@ -337,3 +333,28 @@ def test_round_timelines_for_profiling(data_root: Path, tmp_path: Path) -> None:
         assert t["train"]["sent"] <= train["start"] < train["end"] <= t["train"]["replied"]
         assert 0 < train["engine_seconds"] < train["end"] - train["start"]
         assert evaluate["engine_seconds"] == 0
+
+
+def test_report_names_the_round_chosen_on_validation(data_root: Path, tmp_path: Path) -> None:
+    """With validation subjects the server scores every round on them too; the report adds
+    the round that scored best there (never chosen on the test subjects)."""
+    from fedsynth.server.report import chosen_round
+
+    cfg, sites = make(
+        data_root,
+        tmp_path / "run",
+        **{"data.validation-fraction": 0.25, "privacy.enabled": False},
+    )
+    assert all(
+        s.validation and not set(s.validation["T1"].subjects) & set(s.test["T1"].subjects)
+        for s in sites
+    )
+    run(cfg, sites)
+    rows = _rows(tmp_path / "run")
+    assert all("validation/psnr_brain" in r["server"] for r in rows)
+    best = max(rows, key=lambda r: r["server"]["validation/psnr_brain"])
+    assert chosen_round(rows)["round"] == best["round"]
+    assert (
+        f"round {best['round']} (chosen on validation)"
+        in (tmp_path / "run" / "report.md").read_text()
+    )

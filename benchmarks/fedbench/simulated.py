@@ -27,15 +27,11 @@ from fedsynth.config import FedsynthConfig
 from fedsynth.data.pipeline import prepare_sites
 from fedsynth.server.report import write_report
 from fedsynth.server.run_dir import RunDirectory
+from fedsynth.simulations.scenarios import TINY_MODEL
 from fedsynth.simulations.simulate import simulate
 
 # Tiny CycleGAN at 32 px: the pessimistic case (a round's fixed cost weighs most).
-TINY = {
-    "data.preprocess.image-size": 32,
-    "model.base-channels": 4,
-    "model.res-blocks": 1,
-    "model.disc-channels": 4,
-    "model.disc-layers": 2,
+TINY = TINY_MODEL | {
     "privacy.enabled": False,
     "train.batch-size": 8,
 }

@@ -5,8 +5,11 @@ that ship inside the nilearn wheel; CSF = clip(mask − GM − WM). Each subject
 elastic warp of that anatomy (optionally with a tumour core + oedema). Contrasts come from MR
 signal equations (`mr_signal`) mixed per voxel by tissue fraction, |Σ fraction·signal|. Each
 site is a scanner: field strength, TR/TE/TI, Rician noise, bias field and subject count differ,
-which is the heterogeneity federated training has to cope with. Intensities are scanner-like
-(brightest normal tissue = FULL_SCALE before bias and noise; noise σ is a fraction of it).
+which is the heterogeneity federated training has to cope with. A *domain-randomised* cohort
+(`acquisition="randomised"`) draws a scanner per subject instead, over clinical ranges: the
+public pretraining data of a warm start that has seen the protocols hospitals use.
+Intensities are scanner-like (brightest normal tissue = FULL_SCALE before bias and noise;
+noise σ is a fraction of it).
 Labels: 0 background, 1 CSF, 2 GM, 3 WM, 4 oedema, 5 tumour core. With `heads`, the brain sits
 in a whole head — extra-cerebral CSF, skull, muscle and scalp fat in shells around it (labels
 6–9), rendered with their own relaxation values by the same signal equations — and the brain
@@ -79,6 +82,8 @@ SHELL_EDGE_MM = 0.5  # partial-volume width of each shell boundary
 # adding sites, subjects, modalities or lesions never changes the others.
 _PROTOCOL, _SUBJECT = 0, 1
 _WARP, _LESION, _NOISE = 0, 1, 2
+_ACQUISITION = _NOISE + 4  # after the per-modality noise streams
+ACQUISITIONS = ("site", "randomised")
 _HAS_LESION = 9  # after the noise streams (2 + modality index)
 
 
@@ -130,6 +135,11 @@ class PhantomConfig:
         lesion-free subjects on which to count invented lesions.
     heads: a whole head around the brain (scalp fat, skull, muscle, extra-cerebral CSF).
     layout: bids | ixi | brats | manifest.
+    acquisition: "site" (every subject of a site on its scanner) or "randomised" (each subject
+        on its own scanner drawn by `random_scanner`: domain randomisation for public data).
+    scanners: the named set of the first sites' scanners (`SCANNER_SETS`): "default", or
+        "long-te" (protocols outside the randomised ranges: private sites that differ from a
+        public cohort).
     """
 
     sites: int = 3
@@ -141,6 +151,8 @@ class PhantomConfig:
     lesion_fraction: float = 1.0
     heads: bool = False
     layout: str = "bids"
+    acquisition: str = "site"
+    scanners: str = "default"
 
     def __post_init__(self) -> None:
         _require_int("sites", self.sites, 1)
@@ -164,6 +176,14 @@ class PhantomConfig:
             raise ValueError(f"lesion_fraction must be in [0, 1], got {self.lesion_fraction!r}")
         if self.layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
+        if self.acquisition not in ACQUISITIONS:
+            raise ValueError(
+                f"acquisition must be one of {', '.join(ACQUISITIONS)}, got {self.acquisition!r}"
+            )
+        if self.scanners not in SCANNER_SETS:
+            raise ValueError(
+                f"scanners must be one of {', '.join(SCANNER_SETS)}, got {self.scanners!r}"
+            )
 
     @property
     def subject_counts(self) -> tuple[int, ...]:
@@ -210,16 +230,42 @@ DEFAULT_SCANNERS = (
 )
 
 
+# Outside `random_scanner`'s ranges: heavily T2-weighted T2/PD (TE × 2.0-2.2, i.e. T2w TE
+# 200-220 ms), which darkens grey and white matter against CSF. What a warm start pretrained
+# on a randomised public cohort has not seen (fine-tuning's job).
+LONG_TE_SCANNERS = (
+    Scanner(1.5, 1.00, 2.00, 1.00, 8.0, noise_sigma=0.02, bias_amplitude=0.10),
+    Scanner(3.0, 0.95, 2.20, 0.90, 9.0, noise_sigma=0.015, bias_amplitude=0.25),
+    Scanner(3.0, 1.05, 2.10, 1.10, 7.0, noise_sigma=0.03, bias_amplitude=0.20),
+)
+SCANNER_SETS = {"default": DEFAULT_SCANNERS, "long-te": LONG_TE_SCANNERS}
+
+
+RANDOM_RANGES = {
+    "field_strength_T": (1.5, 3.0),
+    "tr_scale": (0.9, 1.1),
+    "te_scale": (0.85, 1.15),
+    "ti_scale": (0.9, 1.1),
+    "flip_deg": (7.0, 10.0),
+    "noise_sigma": (0.01, 0.05),
+    "bias_amplitude": (0.05, 0.3),
+}
+"""What `random_scanner` draws from: field strength one of the two, the rest uniform; timing
+scales multiply the DESIGN §2 reference protocols. Recorded in dataset.json and model cards."""
+
+
 def random_scanner(rng: np.random.Generator) -> Scanner:
-    """A plausible scanner for sites beyond the three defaults (timings within ±15 %)."""
+    """A plausible scanner over `RANDOM_RANGES`: sites beyond the configured set, and every
+    subject of a domain-randomised cohort."""
+    r = RANDOM_RANGES
     return Scanner(
-        field_strength=float(rng.choice([1.5, 3.0])),
-        tr_scale=rng.uniform(0.9, 1.1),
-        te_scale=rng.uniform(0.85, 1.15),
-        ti_scale=rng.uniform(0.9, 1.1),
-        flip=rng.uniform(7.0, 10.0),
-        noise_sigma=rng.uniform(0.01, 0.05),
-        bias_amplitude=rng.uniform(0.05, 0.3),
+        field_strength=float(rng.choice(list(r["field_strength_T"]))),
+        tr_scale=rng.uniform(*r["tr_scale"]),
+        te_scale=rng.uniform(*r["te_scale"]),
+        ti_scale=rng.uniform(*r["ti_scale"]),
+        flip=rng.uniform(*r["flip_deg"]),
+        noise_sigma=rng.uniform(*r["noise_sigma"]),
+        bias_amplitude=rng.uniform(*r["bias_amplitude"]),
     )
 
 
@@ -264,14 +310,13 @@ class Site:
 
 
 def make_sites(cfg: PhantomConfig) -> list[Site]:
-    """The configured sites: the three defaults first, then scanners drawn from the seed."""
+    """The configured sites: the named scanner set first, then scanners drawn from the seed."""
+    named = SCANNER_SETS[cfg.scanners]
     return [
         Site(
             index=i,
             name=site_name(i),
-            scanner=DEFAULT_SCANNERS[i]
-            if i < len(DEFAULT_SCANNERS)
-            else random_scanner(_rng(cfg.seed, i, _PROTOCOL)),
+            scanner=named[i] if i < len(named) else random_scanner(_rng(cfg.seed, i, _PROTOCOL)),
             subjects=count,
         )
         for i, count in enumerate(cfg.subject_counts)
@@ -424,16 +469,20 @@ def rician(image: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndar
 
 
 def acquire(
-    fractions: np.ndarray, bias: np.ndarray, site: Site, modality: str, rng: np.random.Generator
+    fractions: np.ndarray,
+    bias: np.ndarray,
+    scanner: Scanner,
+    modality: str,
+    rng: np.random.Generator,
 ) -> np.ndarray:
     """One scan in scanner-like units: the brightest normal tissue is FULL_SCALE before bias
     and noise; magnitudes are rounded to integers as scanners store them (step << noise σ,
     and integer-valued float32 compresses twice as fast)."""
-    seq = site.sequences[modality]
-    field = site.scanner.field_strength
+    seq = scanner.sequences()[modality]
+    field = scanner.field_strength
     brightest = max(abs(tissue_signal(RELAXATION[field][t], seq)) for t in NORMAL_TISSUES)
     clean = render(fractions, seq, field) * (bias * np.float32(FULL_SCALE / brightest))
-    return np.round(rician(clean, site.scanner.noise_sigma * FULL_SCALE, rng))
+    return np.round(rician(clean, scanner.noise_sigma * FULL_SCALE, rng))
 
 
 # --- subjects --------------------------------------------------------------------------------
@@ -452,9 +501,18 @@ class SimulatedSubject:
 Preview = tuple[int, dict[str, np.ndarray]]  # subject number, axial slice per modality
 
 
+def subject_scanner(cfg: PhantomConfig, site: Site, k: int) -> Scanner:
+    """The scanner subject `k` of `site` is acquired on: the site's, or (randomised) its own,
+    from a stream of its own so the default acquisition draws nothing new."""
+    if cfg.acquisition == "site":
+        return site.scanner
+    return random_scanner(_rng(cfg.seed, site.index, _SUBJECT, k, _ACQUISITION))
+
+
 def simulate_subject(cfg: PhantomConfig, site: Site, k: int) -> SimulatedSubject:
     """Subject `k` of `site`: warped anatomy, optional lesion, bias, contrasts, Rician noise."""
     anatomy = load_anatomy(cfg.resolution)
+    scanner = subject_scanner(cfg, site, k)
     rng = _rng(cfg.seed, site.index, _SUBJECT, k, _WARP)
     n_brain = len(anatomy.fractions)
     if cfg.heads:
@@ -463,7 +521,7 @@ def simulate_subject(cfg: PhantomConfig, site: Site, k: int) -> SimulatedSubject
         fractions, head = warped[:n_brain], warped[n_brain:]
     else:
         fractions = warp_fractions(anatomy, rng)
-    bias = bias_field(fractions.shape[1:], site.scanner.bias_amplitude, anatomy.voxel_mm, rng)
+    bias = bias_field(fractions.shape[1:], scanner.bias_amplitude, anatomy.voxel_mm, rng)
     if has_lesion(cfg, site, k):
         lesion_rng = _rng(cfg.seed, site.index, _SUBJECT, k, _LESION)
         fractions = add_lesion(fractions, anatomy.voxel_mm, lesion_rng)
@@ -477,7 +535,7 @@ def simulate_subject(cfg: PhantomConfig, site: Site, k: int) -> SimulatedSubject
     images = {}
     for m in cfg.modalities:  # one noise stream per modality: adding one leaves the others
         noise_rng = _rng(cfg.seed, site.index, _SUBJECT, k, _NOISE + PHANTOM_MODALITIES.index(m))
-        images[m] = acquire(fractions, bias, site, m, noise_rng)
+        images[m] = acquire(fractions, bias, scanner, m, noise_rng)
     return SimulatedSubject(site.subject_number(k), images, brain.astype(np.uint8), labels)
 
 
@@ -631,10 +689,13 @@ def generate_phantom(cfg: PhantomConfig, out: Path, progress: bool = True) -> di
         "layout": cfg.layout,
         "modalities": list(cfg.modalities),
         "lesions": cfg.lesions,
+        "acquisition": cfg.acquisition,
+        "scanners": cfg.scanners,
         "lesion_fraction": cfg.lesion_fraction,
         "heads": cfg.heads,
         "labels": {str(k): v for k, v in (LABELS | (HEAD_LABELS if cfg.heads else {})).items()},
         "sites": [site.describe(cfg.modalities) for site in sites],
+        **({"randomised_ranges": RANDOM_RANGES} if cfg.acquisition == "randomised" else {}),
         "t1_template_correlation": round(t1_template_correlation(cfg.resolution), 4),
     }
     _publish(staging, out, sites, meta)

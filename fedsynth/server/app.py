@@ -21,8 +21,9 @@ from flwr.serverapp import Grid, ServerApp
 from fedsynth.config import FedsynthConfig
 from fedsynth.data.pipeline import prepare_sites
 from fedsynth.data.slices import SiteData
-from fedsynth.models import SynthesisModel, build_model
+from fedsynth.models import SynthesisModel
 from fedsynth.models.checkpoint import CheckpointError, load_checkpoint
+from fedsynth.models.warm_start import initial_model
 from fedsynth.server.report import write_report
 from fedsynth.server.rounds import RoundRecorder, site_rows
 from fedsynth.server.run_dir import RunDirectory
@@ -57,7 +58,8 @@ def _start_point(cfg: FedsynthConfig) -> tuple[RunDirectory, SynthesisModel, int
     if fed.resume_from is None:
         run = RunDirectory(fed.run_dir)
         run.create(cfg)
-        return run, build_model(cfg.model, seed=cfg.train.seed), 0
+        model = initial_model(cfg.model, cfg.train.seed, cfg.train.init_checkpoint)
+        return run, model, 0
     run = RunDirectory(fed.resume_from)
     saved = run.config()
     if saved.model != cfg.model:

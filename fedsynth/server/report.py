@@ -21,6 +21,7 @@ from fedsynth.evaluation.outputs import (  # noqa: E402
     SUMMARY_JSON,
     summary_markdown,
 )
+from fedsynth.server.rounds import VALIDATION  # noqa: E402
 from fedsynth.server.run_dir import RunDirectory  # noqa: E402
 
 BASELINES_FILE = "baselines.json"
@@ -72,6 +73,15 @@ def federated_result(rows: list[dict[str, Any]]) -> dict[str, float]:
     if eps:
         result["epsilon"] = max(eps)
     return result
+
+
+def chosen_round(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The round whose global model scored best on the validation subjects (in-brain PSNR),
+    or None when no round was validated. GAN results oscillate round to round: this is the
+    checkpoint to use, chosen without looking at the test subjects."""
+    key = f"{VALIDATION}psnr_brain"
+    scored = [r for r in rows if key in r["server"]]
+    return max(scored, key=lambda r: r["server"][key]) if scored else None
 
 
 def _evaluation_section(run: RunDirectory) -> list[str]:
@@ -151,6 +161,16 @@ def write_report(run: RunDirectory, cfg: FedsynthConfig) -> Path:
                 "",
             ]
         results = {"federated": federated_result(rows)}
+        best = chosen_round(rows)
+        if best is not None:
+            name = f"federated, round {best['round']} (chosen on validation)"
+            results[name] = {k: v for k, v in best["server"].items() if "/" not in k}
+            lines += [
+                f"The last round is round {rows[-1]['round']}; round {best['round']} scored best "
+                f"on the validation subjects (checkpoint "
+                f"`{run.checkpoint_path(best['round']).relative_to(run.path)}`).",
+                "",
+            ]
         baselines = run.path / BASELINES_FILE
         if baselines.is_file():
             results |= json.loads(baselines.read_text())

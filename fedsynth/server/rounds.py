@@ -25,15 +25,25 @@ from fedsynth.server.run_dir import RunDirectory
 log = logging.getLogger(__name__)
 
 
+VALIDATION = "validation/"
+"""Prefix of the server's scores on the sites' validation subjects (what picks a round)."""
+
+
 def server_evaluation(
     model: SynthesisModel, sites: Sequence[SiteData], cfg: FedsynthConfig
 ) -> dict[str, float]:
-    """Global generators on every site's paired held-out subjects, pooled per subject."""
-    metrics = SynthesisMetrics()
+    """Global generators on every site's paired held-out test subjects, pooled per subject;
+    and, where sites have validation subjects, the same on those (keys `validation/…`)."""
     pair = {cfg.model.source, cfg.model.target}
-    for site in (s for s in sites if pair <= set(s.test)):  # sites holding both contrasts
-        evaluate_translation(model, site.test, cfg.model.source, cfg.model.target, metrics)
-    return metrics.aggregate()
+    out = {}
+    for part, prefix in (("test", ""), ("validation", VALIDATION)):
+        metrics = SynthesisMetrics()
+        held = [getattr(s, part) for s in sites if pair <= set(getattr(s, part))]
+        for sets in held:  # sites holding both contrasts
+            evaluate_translation(model, sets, cfg.model.source, cfg.model.target, metrics)
+        if held:
+            out |= {prefix + k: v for k, v in metrics.aggregate().items()}
+    return out
 
 
 def site_rows(
