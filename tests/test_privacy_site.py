@@ -18,13 +18,9 @@ from fedsynth.client.site import BudgetExhausted, Site, SiteIdentity
 from fedsynth.config import FedsynthConfig
 from fedsynth.data.slices import SiteData
 from fedsynth.models import build_model
+from fedsynth.simulations.scenarios import TINY_MODEL
 
-FLAT = {
-    "data.preprocess.image-size": 32,
-    "model.base-channels": 4,
-    "model.res-blocks": 1,
-    "model.disc-channels": 4,
-    "model.disc-layers": 2,
+FLAT = TINY_MODEL | {
     "train.batch-size": 4,
     "privacy.unit": "slice",
     "privacy.noise-multiplier": 1.0,

@@ -12,7 +12,7 @@ import fedsynth
 PACKAGE = Path(fedsynth.__file__).parent
 # Lowest first. A module may import its own layer's modules (acyclically) and lower layers.
 LAYERS: list[tuple[str, ...]] = [
-    ("atomic", "data", "strategies"),
+    ("atomic", "data", "strategies", "pretrained"),
     ("models",),
     ("privacy",),
     ("training", "evaluation"),

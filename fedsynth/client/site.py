@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import logging
 import math
+import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from fedsynth.client.state_dir import SiteStateDir
 from fedsynth.config import FedsynthConfig
 from fedsynth.data.pipeline import prepare_sites
 from fedsynth.data.slices import SiteData
-from fedsynth.models import build_model
+from fedsynth.models.warm_start import initial_model
 from fedsynth.training import SHAREABLE_METRICS, LocalState, train_local
 from fedsynth.training.engine import Proximal
 
@@ -76,11 +77,16 @@ def site_data(cfg: FedsynthConfig, partition: int | None, data_dir: Path | None)
 
 
 class Site:
-    """A site's model, private state and data for one message."""
+    """A site's model, private state and data for one message.
+
+    `engine_seconds` is how long this message spent in the training engine (0 when it did
+    not train): the site's own profiling figure (`SiteStateDir.append_timing`).
+    """
 
     def __init__(self, cfg: FedsynthConfig, identity: SiteIdentity, data: SiteData) -> None:
         self.cfg, self.identity, self.data = cfg, identity, data
-        self.model = build_model(cfg.model, seed=cfg.train.seed)
+        self.engine_seconds = 0.0
+        self.model = initial_model(cfg.model, cfg.train.seed, cfg.train.init_checkpoint)
         identity.state.load_model(self.model)
         fed = cfg.federation
         self.shared_keys = self.model.shared_keys(fed.shared_groups, fed.keep_norm_local)
@@ -106,7 +112,8 @@ class Site:
         self.model.load_state_dict(self.model.state_with(arrays), strict=True)
 
     def shared_arrays(self) -> dict[str, np.ndarray]:
-        state = self.model.state_dict()
+        """This site's shared tensors: the round's moving average where there is one."""
+        state = self.model.state_dict() | ((self.state.ema if self.state else None) or {})
         return {k: state[k].detach().cpu().numpy() for k in self.shared_keys}
 
     def train_round(
@@ -145,16 +152,20 @@ class Site:
             state = self.model.state_dict()
             anchor = {k: state[k].detach().clone() for k in self.shared_keys}
             proximal = Proximal(proximal_mu, anchor)
+        started = time.perf_counter()
+        # Each round's weight average starts at the global model just received.
+        start = dataclasses.replace(self.state, ema=None) if self.state else None
         metrics, state = train_local(
             self.model,
             self.data,
             self.train_cfg,
             self.cfg.privacy,
-            self.state,
+            start,
             min(steps, remaining),
             proximal,
             secret_seed=self.identity.state.secret_seed(),
         )
+        self.engine_seconds += time.perf_counter() - started
         self.save(state)
         out = {k: float(metrics[k]) for k in SHAREABLE_METRICS if k in metrics}
         out |= {

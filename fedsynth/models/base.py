@@ -13,6 +13,7 @@ calls, so the private and non-private paths compute exactly the same loss.
 from __future__ import annotations
 
 import abc
+import functools
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -81,9 +82,24 @@ class SynthesisModel(nn.Module, abc.ABC):
         return [key for key in self.state_dict() if key.startswith(prefixes)]
 
     def group_parameters(self, group: str) -> dict[str, nn.Parameter]:
-        """Named trainable parameters of a group, in a fixed order (optimizer state needs it)."""
+        """Named trainable parameters of a group (`config.trainable` of them), in a fixed order
+        (optimizer state needs it). The others are constants to every training path."""
         prefixes = tuple(f"{net}." for net in self._networks(group))
-        return {k: p for k, p in self.named_parameters() if k.startswith(prefixes)}
+        return {
+            k: p for k, p in self.named_parameters() if k.startswith(prefixes) and self._trains(k)
+        }
+
+    def _trains(self, key: str) -> bool:
+        """Whether the state-dict entry `key` is trained under `config.trainable`."""
+        return key in self._trained_keys
+
+    @functools.cached_property
+    def _trained_keys(self) -> frozenset[str]:
+        keys = self.state_dict().keys()
+        if self.config.trainable == "all":
+            return frozenset(keys)
+        norms = self.norm_keys()
+        return frozenset(k for k in keys if k.endswith(".bias") or k in norms)
 
     def state_with(self, arrays: Mapping[str, Any]) -> dict[str, Tensor]:
         """This model's state dict with some entries replaced by `arrays` (numpy or torch,
@@ -106,9 +122,15 @@ class SynthesisModel(nn.Module, abc.ABC):
         }
 
     def shared_keys(self, groups: Iterable[str], keep_norm_local: bool = False) -> list[str]:
-        """Keys of the given groups that leave a site, optionally without the norm layers."""
+        """Keys of the given groups that leave a site: the trained ones (frozen weights are
+        the same everywhere), optionally without the norm layers."""
         local = self.norm_keys() if keep_norm_local else set()
-        return [k for group in groups for k in self.group_keys(group) if k not in local]
+        return [
+            k
+            for group in groups
+            for k in self.group_keys(group)
+            if k not in local and self._trains(k)
+        ]
 
     def _networks(self, group: str) -> tuple[str, ...]:
         if group not in self.groups:

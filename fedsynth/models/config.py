@@ -7,6 +7,19 @@ from dataclasses import dataclass
 from fedsynth.models.registry import known_kinds
 
 NORM_KINDS = ("instance", "group")
+TRAINABLE = ("all", "norm-bias")
+ARCHITECTURE = (
+    "kind",
+    "modalities",
+    "image_size",
+    "base_channels",
+    "res_blocks",
+    "downsamplings",
+    "norm",
+    "disc_channels",
+    "disc_layers",
+)
+"""Fields that decide the tensors of a model: a warm start must agree on all of them."""
 
 
 def _check_positive(name: str, value: float, *, integer: bool = True) -> None:
@@ -36,6 +49,10 @@ class ModelConfig:
     lambda_cycle, lambda_identity: CycleGAN cycle-consistency and identity weights (absolute,
         so 5.0 is the usual "0.5 x lambda_cycle"); lambda_identity=0 skips the identity pass.
     lambda_cls, lambda_rec: unified-model classification and reconstruction weights.
+    trainable: what both players train (and, in a federation, what leaves a site): "all"
+        weights, or "norm-bias" — only normalisation affines and biases (parameter-efficient
+        private fine-tuning of a warm start: per-sample gradients and DP noise over ~2 % of
+        the weights; the rest stays bitwise as loaded).
     """
 
     kind: str = "cyclegan"
@@ -53,9 +70,14 @@ class ModelConfig:
     lambda_identity: float = 5.0
     lambda_cls: float = 1.0
     lambda_rec: float = 10.0
+    trainable: str = "all"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "modalities", tuple(self.modalities))
+        if self.trainable not in TRAINABLE:
+            raise ValueError(
+                f"ModelConfig.trainable must be one of {TRAINABLE}, got {self.trainable!r}"
+            )
         if self.kind not in known_kinds():
             raise ValueError(
                 f"ModelConfig.kind must be one of {known_kinds()}, got {self.kind!r}"

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 ACCOUNTANTS = ("rdp", "prv")
 UNITS = ("slice", "subject")
+CLIPPING = ("flat", "automatic")
 
 
 @dataclass(frozen=True)
@@ -15,6 +16,8 @@ class PrivacyConfig:
     enabled: train with DP-SGD (per-sample clipping + Gaussian noise, Poisson sampling).
     noise_multiplier: sigma; each release adds N(0, (sigma * max_grad_norm)^2) per coordinate.
     max_grad_norm: C, the per-unit clipping norm (over all parameters of one player).
+    clipping: "flat" (g·min(1, C/‖g‖), Abadi et al.) or "automatic" (g·C/(‖g‖ + 0.01), every
+        unit normalised: Bu et al. 2023, no C to tune — the sensitivity is C either way).
     delta: the delta of the reported (epsilon, delta) guarantee.
     epsilon_budget: stop training before the step that would take epsilon past this; None
         means no budget (epsilon is still accounted and reported).
@@ -35,6 +38,7 @@ class PrivacyConfig:
     enabled: bool = True
     noise_multiplier: float = 1.0
     max_grad_norm: float = 1.0
+    clipping: str = "flat"
     delta: float = 1e-5
     epsilon_budget: float | None = None
     accountant: str = "rdp"
@@ -55,6 +59,10 @@ class PrivacyConfig:
         if self.epsilon_budget is not None and not self.epsilon_budget > 0:
             raise ValueError(
                 f"PrivacyConfig.epsilon_budget must be > 0 or None, got {self.epsilon_budget!r}"
+            )
+        if self.clipping not in CLIPPING:
+            raise ValueError(
+                f"privacy.clipping must be one of {CLIPPING}, got {self.clipping!r}"
             )
         if self.accountant not in ACCOUNTANTS:
             raise ValueError(

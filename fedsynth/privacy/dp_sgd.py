@@ -20,10 +20,19 @@ def per_sample_norms(per_sample: Grads) -> Tensor:
     return torch.stack(squares).sum(dim=0).sqrt()
 
 
-def clip_factors(per_sample: Grads, max_grad_norm: float) -> tuple[Tensor, Tensor]:
-    """Per-sample factors min(1, C / ||g_i||) that bring every sample's gradient (over ALL of
-    the player's tensors) to norm <= C, and the norms themselves: ((n,), (n,))."""
+AUTOMATIC_STABILITY = 0.01
+"""γ of automatic clipping, C·g/(‖g‖ + γ) (Bu et al. 2023 use 0.01)."""
+
+
+def clip_factors(
+    per_sample: Grads, max_grad_norm: float, automatic: bool = False
+) -> tuple[Tensor, Tensor]:
+    """Per-sample factors that bring every sample's gradient (over ALL of the player's tensors)
+    to norm <= C — min(1, C/‖g_i‖), or C/(‖g_i‖ + γ) with automatic clipping — and the norms
+    themselves: ((n,), (n,))."""
     norms = per_sample_norms(per_sample)
+    if automatic:
+        return max_grad_norm / (norms + AUTOMATIC_STABILITY), norms
     return (max_grad_norm / (norms + 1e-6)).clamp(max=1.0), norms
 
 
@@ -43,12 +52,13 @@ def clip_and_noise(
     noise_multiplier: float,
     expected_batch_size: float,
     generator: torch.Generator,
+    automatic: bool = False,
     secure_mode: bool = False,
 ) -> tuple[Grads, Tensor]:
     """The private gradient from per-sample gradients (n may be 0), and the per-sample norms."""
     if not expected_batch_size > 0:
         raise ValueError(f"expected_batch_size must be > 0, got {expected_batch_size!r}")
-    scale, norms = clip_factors(per_sample, max_grad_norm)
+    scale, norms = clip_factors(per_sample, max_grad_norm, automatic)
     std = noise_multiplier * max_grad_norm
     private = {}
     for name, g in per_sample.items():
@@ -67,16 +77,21 @@ def private_gradient(
     noise_multiplier: float,
     expected_batch_size: float,
     generator: torch.Generator,
+    automatic: bool = False,
+    multiplicity: int = 1,
     secure_mode: bool = False,
 ) -> tuple[Grads, Terms, Tensor]:
-    """One DP-SGD release for `player`: (private gradient, per-sample loss terms, norms)."""
-    per_sample, terms = per_sample_gradients(model, player, batch)
+    """One DP-SGD release for `player`: (private gradient, per-sample loss terms, norms).
+    With `multiplicity` K the batch holds K consecutive views of each unit, whose gradients
+    are averaged before clipping (`per_sample_gradients`)."""
+    per_sample, terms = per_sample_gradients(model, player, batch, multiplicity)
     grads, norms = clip_and_noise(
         per_sample,
         max_grad_norm=max_grad_norm,
         noise_multiplier=noise_multiplier,
         expected_batch_size=expected_batch_size,
         generator=generator,
+        automatic=automatic,
         secure_mode=secure_mode,
     )
     return grads, terms, norms

@@ -60,11 +60,15 @@ def batch_gradients(model: SynthesisModel, player: str, batch: Batch) -> tuple[G
     return grads, _concat_terms(parts)
 
 
-def per_sample_gradients(model: SynthesisModel, player: str, batch: Batch) -> tuple[Grads, Terms]:
-    """Gradient of every sample's loss w.r.t. the player's parameters.
+def per_sample_gradients(
+    model: SynthesisModel, player: str, batch: Batch, multiplicity: int = 1
+) -> tuple[Grads, Terms]:
+    """Gradient of every sample's loss w.r.t. the player's (trained) parameters.
 
     Returns (name -> (n, *param shape), term -> (n,)) with samples in stream order. An empty
-    batch gives (0, *shape) gradients, so clipping and noising need no special case.
+    batch gives (0, *shape) gradients, so clipping and noising need no special case. With
+    `multiplicity` K, every K consecutive samples are views of one example (augmentation
+    multiplicity): their gradients and terms are averaged, so n = samples / K.
     """
     params, frozen = split_parameters(model, player)
     grads: list[Grads] = []
@@ -81,4 +85,14 @@ def per_sample_gradients(model: SynthesisModel, player: str, batch: Batch) -> tu
         parts.append(terms)
     if not grads:
         return {k: v.new_zeros((0, *v.shape)) for k, v in params.items()}, {}
-    return {k: torch.cat([g[k] for g in grads]) for k in params}, _concat_terms(parts)
+    merged = {k: torch.cat([g[k] for g in grads]) for k in params}
+    return _mean_views(merged, multiplicity), _mean_views(_concat_terms(parts), multiplicity)
+
+
+def _mean_views(values: dict[str, Tensor], multiplicity: int) -> dict[str, Tensor]:
+    """Average each run of `multiplicity` consecutive rows (the views of one example)."""
+    if multiplicity == 1:
+        return values
+    return {
+        k: v.reshape(-1, multiplicity, *v.shape[1:]).mean(dim=1) for k, v in values.items()
+    }

@@ -17,19 +17,25 @@ from fedsynth.config import FedsynthConfig
 from fedsynth.data.slices import SiteData, pool_sites
 from fedsynth.evaluation.evaluate import evaluate_translation, save_sample_grid
 from fedsynth.evaluation.metrics import SynthesisMetrics
-from fedsynth.models import SynthesisModel, build_model
+from fedsynth.models import SynthesisModel
 from fedsynth.models.checkpoint import save_checkpoint
+from fedsynth.models.warm_start import initial_model
 from fedsynth.training import LocalState, train_local
+from fedsynth.training.ema import load_ema
 
 log = logging.getLogger(__name__)
-MODES = ("source-as-is", "centralized", "local")
+MODES = ("source-as-is", "public-only", "centralized", "local")
 
 
 def train_site(
-    cfg: FedsynthConfig, site: SiteData, label: str, progress: bool = True, chunk: int = 10
+    cfg: FedsynthConfig, site: SiteData, label: str, progress: bool = False, chunk: int = 10
 ) -> tuple[SynthesisModel, dict[str, float]]:
-    """Train a fresh model for the whole run (`cfg.train.steps`) on one site's data."""
-    model = build_model(cfg.model, seed=cfg.train.seed)
+    """Train a model for the whole run (`cfg.train.steps`) on one site's data, from random
+    weights or `train.init-checkpoint`; with `train.ema-decay` the result is the average.
+
+    `progress` draws a progress bar on the terminal (the CLI asks for it); otherwise the
+    start and end of training are logged."""
+    model = initial_model(cfg.model, cfg.train.seed, cfg.train.init_checkpoint)
     state: LocalState | None = None
     metrics: dict[str, float] = {}
     columns = (
@@ -38,6 +44,7 @@ def train_site(
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
+    log.info("training %s: %d steps", label, cfg.train.steps)
     with Progress(*columns, disable=not progress, transient=True) as bar:
         task = bar.add_task(f"training {label}", total=cfg.train.steps)
         while state is None or state.step < cfg.train.steps:
@@ -48,6 +55,9 @@ def train_site(
             if metrics.get("budget_exhausted"):
                 log.warning("%s: %s", label, state.stop_reason)
                 break
+    log.info("trained %s", label)
+    if state is not None and state.ema is not None:
+        load_ema(model, state.ema)
     return model, metrics
 
 
@@ -59,14 +69,18 @@ def run_baselines(
     cfg: FedsynthConfig,
     sites: list[SiteData],
     out: Path,
-    modes: tuple[str, ...] = MODES,
-    progress: bool = True,
+    modes: tuple[str, ...] | None = None,
+    progress: bool = False,
 ) -> dict[str, dict[str, float]]:
     """Train and evaluate each baseline; write checkpoints, sample grids and baselines.json.
 
     Every method is scored on the union of all sites' paired test subjects (local-only: each
-    site's model on its own test subjects), source → target of `cfg.model`.
+    site's model on its own test subjects), source → target of `cfg.model`. "public-only" is
+    the warm start (`train.init-checkpoint`) untouched: what the sites get without training.
     """
+    if modes is None:  # every baseline that applies
+        warm = cfg.train.init_checkpoint is not None
+        modes = tuple(m for m in MODES if warm or m != "public-only")
     unknown = set(modes) - set(MODES)
     if unknown:
         raise ValueError(f"unknown baseline mode(s) {sorted(unknown)}: expected {MODES}")
@@ -79,6 +93,14 @@ def run_baselines(
         for site in sites:
             evaluate_translation(None, site.test, src, tgt, floor)
         results["source-as-is"] = _summary(floor)
+    if "public-only" in modes:
+        if cfg.train.init_checkpoint is None:
+            raise ValueError("the public-only baseline needs train.init-checkpoint")
+        start = initial_model(cfg.model, cfg.train.seed, cfg.train.init_checkpoint)
+        public = SynthesisMetrics()
+        for site in sites:
+            evaluate_translation(start, site.test, src, tgt, public)
+        results["public-only"] = _summary(public)
     if "centralized" in modes:
         pooled = pool_sites(sites)
         model, train_metrics = train_site(cfg, pooled, "centralized", progress)

@@ -27,6 +27,30 @@ SMALL_MODEL: dict[str, object] = {
 # (16.9 dB vs 15.0 dB at 2e-3 after 200 steps on one phantom site, T1/T2).
 UNIFIED_LR = 5e-4
 
+# DP-SGD that learns (issue 12): from a public warm start (`train.init-checkpoint`), train and
+# share only norm affines + biases, patient-level units, automatic clipping, a larger expected
+# batch and a generator EMA. Chosen on PUBLIC data only (README "Private fine-tuning").
+PRIVATE_FINETUNE: dict[str, object] = {
+    "model.trainable": "norm-bias",
+    "privacy.enabled": True,
+    "privacy.unit": "subject",
+    "privacy.clipping": "automatic",
+    "train.batch-size": 16,
+    "train.lr": 2e-3,
+    "train.lr-schedule": "constant",
+    "train.ema-decay": 0.9,
+}
+
+# The smallest model that trains at all, on 32-px slices: for tests and quick benchmarks, where
+# a round's fixed costs matter and its quality does not.
+TINY_MODEL: dict[str, object] = {
+    "data.preprocess.image-size": 32,
+    "model.base-channels": 4,
+    "model.res-blocks": 1,
+    "model.disc-channels": 4,
+    "model.disc-layers": 2,
+}
+
 SCENARIOS: dict[str, dict[str, object]] = {
     # CycleGAN T1 → T2 over the three phantom hospitals, DP on.
     "phantom-3site": {

@@ -155,7 +155,11 @@ def run_sweep(
     out = Path(out)
     sites, _ = prepare_sites(base.data, progress=False)
     # One calibration recipe for every setting: the non-private run's (trained once per site).
-    reference = base.replace(**{"privacy.enabled": False})
+    # As long as a site of the run trains (the audit's own default): `train.steps` is the
+    # baselines' budget, not the federation's.
+    reference = base.replace(
+        **{"privacy.enabled": False, "train.steps": base.federation.total_steps}
+    )
     rows = []
     for i, setting in enumerate(settings, 1):
         cfg = resolve(base, setting, sites, dp or {})
@@ -169,7 +173,8 @@ def run_sweep(
         log.info("[%d/%d] %s (%s) → %s", i, len(settings), setting.label, dp_text, cached.parent)
         run_dir = cached.parent / "run"
         cfg = cfg.replace(**{"federation.run-dir": str(run_dir)})
-        simulate(cfg, cpus_per_site=cpus_per_site)
+        if RunDirectory(run_dir).status()["status"] != "complete":  # else only the audit failed
+            simulate(cfg, cpus_per_site=cpus_per_site)
         audit = audit_run(
             run_dir,
             audit_site,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 LR_SCHEDULES = ("constant", "linear", "cosine")
 
@@ -21,6 +22,13 @@ class TrainConfig:
         decay_start * steps to steps) or "cosine" (cosine decay to 0 from decay_start * steps).
     decay_start: fraction of the run after which the decay starts.
     seed: seeds the batch sampling, random target labels and DP noise.
+    init_checkpoint: a public warm start (`fedsynth pretrain`): every run mode and the server's
+        initial arrays start from its weights instead of random ones (None: from scratch).
+    augmentations: K, augmentation multiplicity (De et al. 2022): each sampled slice is seen
+        under K random flips/shifts and its loss gradients are averaged before clipping, so a
+        unit still adds one gradient of norm <= C (the sensitivity is unchanged).
+    ema_decay: keep an exponential moving average of the generators' trained weights (0: off);
+        the average is what a run reports and a site shares. Post-processing: no ε.
     """
 
     steps: int = 1000
@@ -30,6 +38,9 @@ class TrainConfig:
     lr_schedule: str = "linear"
     decay_start: float = 0.5
     seed: int = 0
+    init_checkpoint: Path | None = None
+    augmentations: int = 1
+    ema_decay: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "betas", tuple(self.betas))
@@ -47,6 +58,12 @@ class TrainConfig:
             )
         if not 0 <= self.decay_start <= 1:
             raise ValueError(f"TrainConfig.decay_start must be in [0, 1], got {self.decay_start!r}")
+        if not isinstance(self.augmentations, int) or not 1 <= self.augmentations <= 64:
+            raise ValueError(
+                f"train.augmentations must be an int in [1, 64], got {self.augmentations!r}"
+            )
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"train.ema-decay must be in [0, 1), got {self.ema_decay!r}")
         if not isinstance(self.seed, int):
             raise ValueError(f"TrainConfig.seed must be an int, got {self.seed!r}")
 

@@ -29,10 +29,14 @@ from fedsynth.privacy.dp_sgd import private_gradient
 from fedsynth.privacy.per_sample import batch_gradients
 from fedsynth.privacy.sampling import UnitIndex
 from fedsynth.privacy.secret import dp_seed
+from fedsynth.training.augment import augment
 from fedsynth.training.config import TrainConfig
+from fedsynth.training.ema import start_ema, update_ema
 from fedsynth.training.state import LocalState
 
 log = logging.getLogger(__name__)
+FEW_SUBJECTS = 20
+"""Below this many subjects a site is warned that patient-level DP will cost much ε."""
 
 SHAREABLE_METRICS = (
     "steps",
@@ -132,13 +136,15 @@ def _apply(
 
 @dataclass(frozen=True)
 class Release:
-    """How one DP-SGD release is made: Poisson rate q over `num_units` units, noise σ, clip C.
-    The noised sum is divided by the *expected* batch q·N (never the realised one)."""
+    """How one DP-SGD release is made: Poisson rate q over `num_units` units, noise σ, clip C
+    (flat or automatic). The noised sum is divided by the *expected* batch q·N (never the
+    realised one)."""
 
     noise_multiplier: float
     sample_rate: float
     max_grad_norm: float
     num_units: int
+    automatic: bool = False
     secure_mode: bool = False
 
     @property
@@ -159,6 +165,7 @@ class _Session:
     accountant: PrivacyAccountant | None
     release: Release | None
     proximal: Proximal | None
+    ema: dict[str, torch.Tensor] | None = None
     sums: dict[str, float] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PLAYERS, 0))
 
@@ -174,6 +181,7 @@ def _setup(
 ) -> tuple[_Session, LocalState]:
     """Restore (or start) the state and build what the steps share."""
     accountant = _accountant_for(state, privacy_cfg)
+    first_call = state is None
     if state is None:
         seed = dp_seed(privacy_cfg, secret_seed) if accountant is not None else train_cfg.seed
         state = LocalState.fresh(seed, accountant)
@@ -199,12 +207,32 @@ def _setup(
             q,
             privacy_cfg.max_grad_norm,
             index.num_units,
+            privacy_cfg.clipping == "automatic",
             privacy_cfg.secure_mode,
         )
+        if first_call and index.unit == "subject" and index.num_units < FEW_SUBJECTS:
+            log.warning(
+                "site %s: %d subjects for patient-level DP; q = %.2f per release spends ε "
+                "fast (privacy.unit=slice gives the weaker slice-level guarantee)",
+                data.site, index.num_units, q,
+            )
+    ema = None
+    if train_cfg.ema_decay > 0:
+        ema = {k: v.clone() for k, v in state.ema.items()} if state.ema else start_ema(model)
     dp_stats = ("clip_fraction", "grad_norm") if release is not None else ()
     sums = {f"{p}/{t}": 0.0 for p in PLAYERS for t in model.loss_terms(p) + dp_stats}
     session = _Session(
-        model, sets, index, train_cfg, generator, optimizers, accountant, release, proximal, sums
+        model,
+        sets,
+        index,
+        train_cfg,
+        generator,
+        optimizers,
+        accountant,
+        release,
+        proximal,
+        ema,
+        sums,
     )
     return session, state
 
@@ -228,13 +256,16 @@ def _update(session: _Session, player: str, lr: float) -> None:
     batch, clip, noise, accountant step) when private."""
     s, rel = session, session.release
     device = next(s.model.parameters()).device
+    views = s.train_cfg.augmentations
     if rel is None:
         rows = s.index.uniform(s.train_cfg.batch_size, s.generator)
-        batch = s.model.make_batch(_images(s.sets, rows, device), s.generator)
-        grads, terms = batch_gradients(s.model, player, batch)
     else:
         rows = s.index.poisson(rel.sample_rate, s.generator)
-        batch = s.model.make_batch(_images(s.sets, rows, device), s.generator)
+    images = augment(_images(s.sets, rows, device), views, s.generator)
+    batch = s.model.make_batch(images, s.generator)
+    if rel is None:
+        grads, terms = batch_gradients(s.model, player, batch)
+    else:
         grads, terms, norms = private_gradient(
             s.model,
             player,
@@ -243,6 +274,8 @@ def _update(session: _Session, player: str, lr: float) -> None:
             noise_multiplier=rel.noise_multiplier,
             expected_batch_size=rel.expected_batch,
             generator=s.generator,
+            automatic=rel.automatic,
+            multiplicity=views,
             secure_mode=rel.secure_mode,
         )
         s.accountant.step(player, rel.noise_multiplier, rel.sample_rate)
@@ -292,6 +325,7 @@ def _finish(
         optimizers={p: opt.state_dict() for p, opt in s.optimizers.items()},
         accountant=s.accountant,
         stop_reason=stop_reason,
+        ema=s.ema,
     )
     return metrics, new_state
 
@@ -332,6 +366,8 @@ def train_local(
         lr = train_cfg.learning_rate(step)
         for player in PLAYERS:
             _update(session, player, lr)
+        if session.ema is not None:
+            update_ema(session.ema, model, train_cfg.ema_decay)
         step += 1
     elapsed = time.perf_counter() - start
     return _finish(session, privacy_cfg, step, todo, elapsed, stop_reason, data.site)

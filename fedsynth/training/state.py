@@ -27,6 +27,7 @@ class LocalState:
     rng_state: state of the torch.Generator behind sampling, target labels and DP noise.
     accountant: the DP history, or None for a site that trains without DP.
     stop_reason: why the last call stopped early (privacy budget), else None.
+    ema: the moving average of the generators' trained weights (`train.ema-decay` > 0).
     """
 
     step: int
@@ -34,6 +35,7 @@ class LocalState:
     optimizers: dict[str, dict[str, Any]] = field(default_factory=dict)
     accountant: PrivacyAccountant | None = None
     stop_reason: str | None = None
+    ema: dict[str, torch.Tensor] | None = None
 
     @classmethod
     def fresh(cls, seed: int, accountant: PrivacyAccountant | None) -> LocalState:
@@ -51,6 +53,7 @@ class LocalState:
                 "rng_state": self.rng_state,
                 "optimizers": self.optimizers,
                 "stop_reason": self.stop_reason,
+                "ema": self.ema,
             },
             buffer,
         )
@@ -65,6 +68,7 @@ class LocalState:
             optimizers=saved["optimizers"],
             accountant=accountant,
             stop_reason=saved["stop_reason"],
+            ema=saved.get("ema"),
         )
 
     @classmethod

@@ -1,0 +1,54 @@
+"""`fedsynth pretrain`: a public warm start and its model card (no private data, ε = 0)."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from fedsynth.cli.common import add_config_args, config_from_args, console
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from fedsynth.models.card import card_paths
+    from fedsynth.simulations.pretrain import pretrain, public_phantom
+    from fedsynth.simulations.scenarios import scenario_flat
+
+    cfg = config_from_args(args, scenario_flat(args.scenario))
+    source = "dataset"
+    if cfg.data.root is None:
+        source = "phantom"
+        root = public_phantom(args.phantom or args.out / "public-phantom", args.subjects, cfg)
+        cfg = cfg.replace(**{"data.root": str(root)})
+    command = shlex.join(["fedsynth", *sys.argv[1:]])
+    path = pretrain(cfg, args.out, source, command=command)
+    console.print(f"[green]public warm start[/]: {path} (model card: {card_paths(path)[1]})")
+    console.print(f"fine-tune from it with --set train.init-checkpoint={path}")
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "pretrain", help="train a public warm start (phantom or a public dataset) + model card"
+    )
+    p.add_argument("--out", type=Path, default=Path("runs/pretrain"))
+    p.add_argument(
+        "--scenario",
+        default="phantom-3site",
+        help="the recipe (architecture) of the runs that will fine-tune it",
+    )
+    p.add_argument(
+        "--subjects",
+        type=int,
+        default=40,
+        help="subjects of the domain-randomised phantom (without --data)",
+    )
+    p.add_argument(
+        "--phantom",
+        type=Path,
+        default=None,
+        help="where the public phantom is made or reused (default OUT/public-phantom)",
+    )
+    add_config_args(p)
+    p.set_defaults(func=cmd_pretrain)

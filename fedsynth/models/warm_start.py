@@ -1,0 +1,61 @@
+"""Start a model from a public checkpoint (a warm start) instead of random weights.
+
+DP-SGD from scratch does not learn at hospital data sizes (DESIGN §4); fine-tuning a model
+pretrained on public data does. Only the architecture has to agree: loss weights and
+`trainable` are the fine-tuning run's own.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from safetensors.torch import load_file
+
+from fedsynth.models import ModelConfig, SynthesisModel, build_model
+from fedsynth.models.checkpoint import CheckpointError, read_header
+from fedsynth.models.config import ARCHITECTURE
+
+
+def architecture_differences(saved: ModelConfig, ours: ModelConfig) -> dict[str, tuple]:
+    """Architecture field -> (checkpoint's value, this run's value), for every disagreement."""
+    return {
+        name: (getattr(saved, name), getattr(ours, name))
+        for name in ARCHITECTURE
+        if getattr(saved, name) != getattr(ours, name)
+    }
+
+
+def _architecture(config: ModelConfig) -> str:
+    return json.dumps({name: getattr(config, name) for name in ARCHITECTURE})
+
+
+def load_warm_start(model: SynthesisModel, path: Path) -> dict:
+    """Load the weights of checkpoint `path` into `model`; returns the checkpoint's meta.
+
+    A checkpoint of another architecture is a CheckpointError naming both model configs and
+    every field that differs.
+    """
+    header = read_header(path)
+    saved = ModelConfig(**json.loads(header["model"]))
+    diff = architecture_differences(saved, model.config)
+    if diff:
+        fields = ", ".join(f"{k}: {a!r} vs {b!r}" for k, (a, b) in diff.items())
+        raise CheckpointError(
+            f"train.init-checkpoint={path} does not fit this run's model ({fields}); "
+            f"checkpoint model {_architecture(saved)}, this run's model "
+            f"{_architecture(model.config)}"
+        )
+    model.load_state_dict(load_file(str(path)), strict=True)
+    return json.loads(header["meta"])
+
+
+def initial_model(config: ModelConfig, seed: int, init_checkpoint: Path | None) -> SynthesisModel:
+    """The model a run starts from: random weights from `seed`, or the warm start."""
+    model = build_model(config, seed=seed)
+    if init_checkpoint is not None:
+        load_warm_start(model, Path(init_checkpoint))
+    return model
+
+
+__all__ = ["architecture_differences", "initial_model", "load_warm_start"]
