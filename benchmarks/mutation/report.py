@@ -59,7 +59,9 @@ def figures(codes: dict[str, int | None], patterns: list[tuple[str, str]]) -> di
     out: dict[str, float] = {}
     for group in sorted(killed.keys() | survived.keys() | other.keys()):
         k, s = killed[group], survived[group]
-        out |= {f"killed_{group}": k, f"survived_{group}": s, f"score_{group}": k / (k + s or 1)}
+        out |= {f"killed_{group}": k, f"survived_{group}": s}
+        if k + s:
+            out[f"score_{group}"] = k / (k + s)
         if other[group]:
             out[f"unresolved_{group}"] = other[group]  # not run, suspicious, crashed
     return out
