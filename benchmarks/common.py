@@ -4,11 +4,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
 import platform
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -57,3 +60,36 @@ def write_result(name: str, figures: dict[str, float], out: Path | None = None) 
     for k, v in doc["figures"].items():
         print(f"{k:>48s}  {v}")
     return path
+
+
+def training_benchmark_args(description: str) -> argparse.Namespace:
+    """The arguments of a benchmark that trains models (--quick, --out, --threads), with torch
+    set to that many threads and Flower's, fedsynth's and torch's chatter kept down."""
+    import logging
+    import warnings
+
+    from fedsynth.cli import quiet_flower
+
+    p = parser(description)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    quiet_flower()
+    warnings.filterwarnings("ignore", category=UserWarning)
+    return args
+
+
+class Stopwatch:
+    """`with watch("name"):` prints the block's start and wall time; `seconds` holds them."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        print(f"--- {name}", flush=True)
+        yield
+        self.seconds[name] = time.perf_counter() - start
+        print(f"--- {name}: {self.seconds[name]:.0f} s", flush=True)

@@ -25,18 +25,12 @@ the machine's cores.
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import math
 import tempfile
-import time
-import warnings
 from pathlib import Path
 
-import torch
-from common import parser, write_result
+from common import Stopwatch, training_benchmark_args, write_result
 
-from fedsynth.cli import quiet_flower
 from fedsynth.config import FedsynthConfig
 from fedsynth.data.phantom import PHANTOM_MODALITIES, PhantomConfig, generate_phantom
 from fedsynth.data.pipeline import prepare_sites
@@ -109,25 +103,12 @@ def run_federated(cfg: FedsynthConfig, run_dir: Path, sites: int) -> dict[str, f
 
 
 def main() -> None:
-    p = parser(__doc__)
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    args = p.parse_args()
-    torch.set_num_threads(args.threads)
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    quiet_flower()
-    warnings.filterwarnings("ignore", category=UserWarning)
+    args = training_benchmark_args(__doc__)
     size = QUICK if args.quick else FULL
     steps, rounds = size["steps"], size["rounds"]
     figures: dict[str, float] = {}
-    seconds: dict[str, float] = {}
-
-    @contextlib.contextmanager
-    def timed(name: str):
-        start = time.perf_counter()
-        print(f"--- {name}", flush=True)
-        yield
-        seconds[name] = time.perf_counter() - start
-        print(f"--- {name}: {seconds[name]:.0f} s", flush=True)
+    timed = Stopwatch()
+    seconds = timed.seconds
 
     with tempfile.TemporaryDirectory(prefix="fedsynth-quality-") as tmp:
         root = Path(tmp)

@@ -5,7 +5,8 @@ each a frozen dataclass with explicit defaults and validation. Flower's run conf
 `ConfigRecord`s only carry flat scalars, so the config converts to and from flat keys
 `section.field-name` (e.g. `model.base-channels = 16`, `data.modalities = "T1,T2"`); a key
 that is not a field is an error naming it, and a missing key keeps its default — so the
-same defaults hold under `flwr run`, `run_simulation` (empty run config) and the CLI.
+same defaults hold under `flwr run` (a deployment's run config, or the whole config that
+`fedsynth simulate` generates) and the CLI.
 """
 
 from __future__ import annotations

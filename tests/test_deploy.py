@@ -21,14 +21,10 @@ from fedsynth.deploy.commands import node_config, run_command
 from fedsynth.deploy.local import LocalFederation
 from fedsynth.deploy.processes import stop, wait_for
 from fedsynth.models.checkpoint import load_checkpoint
+from fedsynth.simulations.scenarios import TINY_MODEL
 
 SITES = ("hospA", "hospB", "hospC")
-TINY = {
-    "data.preprocess.image-size": 32,
-    "model.base-channels": 4,
-    "model.res-blocks": 1,
-    "model.disc-channels": 4,
-    "model.disc-layers": 2,
+TINY = TINY_MODEL | {
     "train.batch-size": 4,
     "federation.local-steps": 1,
     "federation.num-rounds": 2,

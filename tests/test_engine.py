@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import time
 
 import pytest
 import torch
@@ -124,7 +125,8 @@ def test_budget_stops_training_before_exceeding_it(caplog) -> None:
         metrics, state = train_local(model, data, TRAIN, budgeted, state, steps=4)
     assert metrics["budget_exhausted"] == 1 and 0 < metrics["steps"] < 4
     assert metrics["epsilon"] <= budgeted.epsilon_budget
-    assert "privacy budget reached" in state.stop_reason and state.stop_reason in caplog.text
+    assert "privacy budget reached" in state.stop_reason
+    assert f"site site0: {state.stop_reason}" in caplog.messages
     before = weights(model)
     metrics, state = train_local(model, data, TRAIN, budgeted, state, steps=1)
     assert (
@@ -153,12 +155,20 @@ def test_engine_rejects_bad_requests() -> None:
         big = SiteData("s", {m: slice_set(m, 4, 2, size=64) for m in ("T1", "T2")})
         train_local(model, big, TRAIN, NON_DP, steps=1)
     _, private_state = train_local(model, site(), TRAIN, DP, steps=1)
-    with pytest.raises(ValueError, match="enabled=False"):
+    with pytest.raises(ValueError, match="enabled=False but the saved state was trained with DP"):
         train_local(model, site(), TRAIN, NON_DP, private_state, steps=1)
-    with pytest.raises(ValueError, match="'slice'"):
+    with pytest.raises(ValueError, match="unit 'subject' != config 'slice'"):
         train_local(
             model, site(), TRAIN, dataclasses.replace(DP, unit="slice"), private_state, steps=1
         )
+    with pytest.raises(ValueError, match="mechanism 'rdp' != config 'prv'"):
+        prv = dataclasses.replace(DP, accountant="prv")
+        train_local(model, site(), TRAIN, prv, private_state, steps=1)
+    _, plain_state = train_local(model, site(), TRAIN, NON_DP, steps=1)
+    with pytest.raises(ValueError, match="enabled=True but the saved state was trained without"):
+        train_local(model, site(), TRAIN, DP, plain_state, steps=1)
+    with pytest.raises(ValueError, match=r"steps=-1 must be in \[0, 5\]"):
+        train_local(model, site(), TRAIN, DP, private_state, steps=-1)
 
 
 @given(step=st.integers(-10, 10_000), schedule=st.sampled_from(["constant", "linear", "cosine"]))
@@ -216,7 +226,8 @@ def test_dp_releases_use_q_from_units_and_divide_by_the_expected_batch(
     unit: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Spy on every release and accountant step: q = B / units (subjects under unit=subject,
-    slices under unit=slice) and the divisor is q·units, never the realised batch."""
+    slices under unit=slice) and the divisor is q·units, never the realised batch; σ, C and
+    secure mode are the configured ones."""
     import fedsynth.training.engine as engine
     from fedsynth.privacy.accountant import PrivacyAccountant
 
@@ -227,7 +238,15 @@ def test_dp_releases_use_q_from_units_and_divide_by_the_expected_batch(
     real_release, real_step = engine.private_gradient, PrivacyAccountant.step
 
     def spy_release(model, player, batch, **kwargs):
-        releases.append((player, kwargs["expected_batch_size"], kwargs["noise_multiplier"]))
+        releases.append(
+            (
+                player,
+                kwargs["expected_batch_size"],
+                kwargs["noise_multiplier"],
+                kwargs["max_grad_norm"],
+                kwargs["secure_mode"],
+            )
+        )
         return real_release(model, player, batch, **kwargs)
 
     def spy_step(self, player, sigma, sample_rate):
@@ -236,8 +255,84 @@ def test_dp_releases_use_q_from_units_and_divide_by_the_expected_batch(
 
     monkeypatch.setattr(engine, "private_gradient", spy_release)
     monkeypatch.setattr(PrivacyAccountant, "step", spy_step)
-    privacy = dataclasses.replace(DP, unit=unit, noise_multiplier=1.3)
+    secure = unit == "slice"
+    privacy = dataclasses.replace(
+        DP, unit=unit, noise_multiplier=1.3, max_grad_norm=0.7, secure_mode=secure
+    )
     model = build_model(tiny_config())
     train_local(model, site(slices=slices, subjects=subjects), TRAIN, privacy, steps=3)
-    assert releases == [(p, pytest.approx(q * units), 1.3) for _ in range(3) for p in PLAYERS]
+    expected = (pytest.approx(q * units), 1.3, 0.7, secure)
+    assert releases == [(p, *expected) for _ in range(3) for p in PLAYERS]
     assert steps == [(p, 1.3, pytest.approx(q)) for _ in range(3) for p in PLAYERS]
+
+
+def _spy_releases(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict, torch.Tensor]]:
+    """Record (player, per-sample loss terms, per-sample norms) of every DP-SGD release."""
+    import fedsynth.training.engine as engine
+
+    seen, real = [], engine.private_gradient
+
+    def spy(model, player, batch, **kwargs):
+        grads, terms, norms = real(model, player, batch, **kwargs)
+        seen.append((player, terms, norms))
+        return grads, terms, norms
+
+    monkeypatch.setattr(engine, "private_gradient", spy)
+    return seen
+
+
+@pytest.mark.parametrize("max_grad_norm", [1e-4, 1e4], ids=["all-clipped", "none-clipped"])
+def test_dp_metrics_are_means_over_the_releases_and_opacus_epsilon(
+    max_grad_norm: float, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Metrics recomputed from the spied releases by a plain loop; ε from a fresh Opacus
+    accountant over 2 players × 3 steps at q = B / subjects; lr of the last step taken; the
+    guarantee logged in words; Adam with the configured betas."""
+    from opacus.accountants import RDPAccountant
+
+    seen = _spy_releases(monkeypatch)
+    train = dataclasses.replace(TRAIN, lr_schedule="linear", decay_start=0.0, betas=(0.3, 0.9))
+    privacy = dataclasses.replace(DP, max_grad_norm=max_grad_norm, noise_multiplier=1.3)
+    start = time.perf_counter()
+    with caplog.at_level(logging.DEBUG, logger="fedsynth.training.engine"):
+        model = build_model(tiny_config())
+        metrics, state = train_local(model, site(), train, privacy, steps=3)
+    wall = time.perf_counter() - start
+    q = TRAIN.batch_size / 8  # 2 modalities × 4 subjects
+    reference = RDPAccountant()
+    for _ in range(6):
+        reference.step(noise_multiplier=1.3, sample_rate=q)
+    eps = reference.get_epsilon(delta=1e-5)
+    assert metrics["epsilon"] == pytest.approx(eps, rel=1e-9)
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG] == [
+        f"site site0: ({eps:.3f}, 1e-05)-DP at subject level (RDP accountant; "
+        "generators 3, discriminators 3 releases)"
+    ]
+    assert all(o["param_groups"][0]["betas"] == (0.3, 0.9) for o in state.optimizers.values())
+    assert (metrics["sample_rate"], metrics["noise_multiplier"], metrics["delta"]) == (
+        q, 1.3, 1e-5)
+    assert (metrics["steps"], metrics["global_step"], metrics["budget_exhausted"]) == (3, 3, 0)
+    assert metrics["lr"] == pytest.approx(TRAIN.lr * (1 - 2 / 6))  # step index 2 of 6
+    assert 0 < metrics["seconds_per_step"] * 3 <= wall
+    for player in PLAYERS:
+        mine = [(terms, norms) for p, terms, norms in seen if p == player]
+        n = sum(len(norms) for _, norms in mine)
+        assert n > 0 and metrics[f"{player}/samples"] == n
+        norms = [float(x) for _, ns in mine for x in ns]
+        clipped = sum(x > max_grad_norm for x in norms)
+        assert metrics[f"{player}/clip_fraction"] == clipped / n == (max_grad_norm < 1)
+        assert metrics[f"{player}/grad_norm"] == pytest.approx(sum(norms) / n)
+        for term in ("loss", *build_model(tiny_config()).loss_terms(player)):
+            total = sum(float(x) for terms, _ in mine for x in terms[term])
+            assert metrics[f"{player}/{term}"] == pytest.approx(total / n), term
+
+
+def test_q_is_capped_at_one_and_zero_steps_report_no_time() -> None:
+    """A batch larger than the units: every unit in every batch (q = 1, not B / units)."""
+    privacy = dataclasses.replace(DP, epsilon_budget=1e6)
+    big = dataclasses.replace(TRAIN, batch_size=16, lr_schedule="linear", decay_start=0.0)
+    metrics, state = train_local(build_model(tiny_config()), site(), big, privacy, steps=1)
+    assert metrics["sample_rate"] == 1.0 and state.accountant.history("generators")[0][1] == 1.0
+    assert metrics["lr"] == TRAIN.lr  # the rate of step 0, before any decay
+    metrics, _ = train_local(build_model(tiny_config()), site(), big, privacy, state, steps=0)
+    assert (metrics["steps"], metrics["global_step"], metrics["seconds_per_step"]) == (0, 1, 0)

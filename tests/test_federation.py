@@ -21,13 +21,9 @@ from fedsynth.data.pipeline import prepare_sites
 from fedsynth.models import build_model
 from fedsynth.models.checkpoint import load_checkpoint
 from fedsynth.server.app import run_federation
+from fedsynth.simulations.scenarios import TINY_MODEL
 
-TINY = {
-    "data.preprocess.image-size": 32,
-    "model.base-channels": 4,
-    "model.res-blocks": 1,
-    "model.disc-channels": 4,
-    "model.disc-layers": 2,
+TINY = TINY_MODEL | {
     "privacy.unit": "slice",
     "federation.num-rounds": 2,
     "federation.local-steps": 2,
@@ -315,3 +311,85 @@ def test_heterogeneous_sites_train_and_aggregate_a_unified_model(tmp_path: Path)
     # hospB holds no T2: it scores no T1 → T2 (no weight), the others do.
     assert row["sites"]["hospB"]["evaluate/num-examples"] == 0
     assert row["sites"]["hospA"]["evaluate/num-examples"] > 0
+
+
+def test_round_timelines_for_profiling(data_root: Path, tmp_path: Path) -> None:
+    """The observer hooks a benchmark reads: the server's phase times in each metrics line and
+    each site's own log of its ClientApp calls with their time in the training engine."""
+    from fedsynth.client.state_dir import SiteStateDir
+
+    cfg, sites = make(data_root, tmp_path / "run", **{"federation.num-rounds": 1})
+    run(cfg, sites)
+    row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
+    t = row["timings"]
+    for phase in ("train", "evaluate"):
+        assert t[phase]["start"] <= t[phase]["sent"] <= t[phase]["replied"] <= t["end"]
+    assert t["train"]["replied"] <= t["evaluate"]["start"]
+    assert t["server_eval_seconds"] > 0
+    for site in ("hospA", "hospB", "hospC"):
+        calls = SiteStateDir(tmp_path / "run" / "sites" / site).timings()
+        assert [(c["phase"], c["round"]) for c in calls] == [("train", 1), ("evaluate", 1)]
+        train, evaluate = calls
+        assert t["train"]["sent"] <= train["start"] < train["end"] <= t["train"]["replied"]
+        assert 0 < train["engine_seconds"] < train["end"] - train["start"]
+        assert evaluate["engine_seconds"] == 0
+
+
+def test_report_names_the_round_chosen_on_validation(data_root: Path, tmp_path: Path) -> None:
+    """With validation subjects the server scores every round on them too; the report adds
+    the round that scored best there (never chosen on the test subjects)."""
+    from fedsynth.server.report import chosen_round
+
+    cfg, sites = make(
+        data_root,
+        tmp_path / "run",
+        **{"data.validation-fraction": 0.25, "privacy.enabled": False},
+    )
+    assert all(
+        s.validation and not set(s.validation["T1"].subjects) & set(s.test["T1"].subjects)
+        for s in sites
+    )
+    run(cfg, sites)
+    rows = _rows(tmp_path / "run")
+    assert all("validation/psnr_brain" in r["server"] for r in rows)
+    best = max(rows, key=lambda r: r["server"]["validation/psnr_brain"])
+    assert chosen_round(rows)["round"] == best["round"]
+    assert (
+        f"round {best['round']} (chosen on validation)"
+        in (tmp_path / "run" / "report.md").read_text()
+    )
+
+
+def test_checkpoints_hold_the_sites_ema_weights_when_ema_is_on(
+    data_root: Path, tmp_path: Path
+) -> None:
+    """With train.ema-decay the sites send their round's moving average: the round's
+    checkpoint is the weighted mean of the sites' EMA generators, not of their last weights."""
+    from fedsynth.client.state_dir import SiteStateDir
+
+    cfg, sites = make(
+        data_root,
+        tmp_path / "run",
+        **{"train.ema-decay": 0.5, "federation.num-rounds": 1, "privacy.enabled": False},
+    )
+    run(cfg, sites)
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "round-0001.safetensors")
+    shared, aggregate = ckpt.meta["shared_keys"], ckpt.model.state_dict()
+    weights, emas, raws = [], [], []
+    for site in sites:
+        state_dir = SiteStateDir(tmp_path / "run" / "sites" / site.site)
+        emas.append(state_dir.load_state().ema)
+        raws.append(load_file(str(state_dir.model_file)))
+        weights.append(site.num_train_slices())
+
+    def mean(tensors: list) -> dict[str, np.ndarray]:
+        return {
+            k: sum(w * t[k].double().numpy() for w, t in zip(weights, tensors, strict=True))
+            / sum(weights)
+            for k in shared
+        }
+
+    from_ema, from_raw = mean(emas), mean(raws)
+    for key in shared:
+        np.testing.assert_allclose(aggregate[key].numpy(), from_ema[key], rtol=1e-4, atol=1e-6)
+    assert any(not np.allclose(from_ema[k], from_raw[k], atol=1e-6) for k in shared)

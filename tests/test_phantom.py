@@ -119,6 +119,33 @@ def test_lesions_only_when_asked(first_subjects: dict[str, SubjectRecord]) -> No
     assert flair[labels == OEDEMA].mean() > flair[labels == WM].mean()  # oedema bright on FLAIR
 
 
+SKULL, MUSCLE, FAT = 7, 8, 9
+
+
+def test_heads_have_scalp_fat_bright_and_skull_dark_on_t1() -> None:
+    cfg = dataclasses.replace(CFG, heads=True, modalities=("T1", "T2"))
+    for site in make_sites(cfg)[:2]:  # 1.5 T and 3 T
+        subject = simulate_subject(cfg, site, 0)
+        labels, t1, t2 = subject.labels, subject.images["T1"], subject.images["T2"]
+        t1_mean = {t: float(t1[labels == t].mean()) for t in (CSF, GM, WM, SKULL, MUSCLE, FAT)}
+        assert t1_mean[FAT] > t1_mean[WM] > t1_mean[GM], (site.name, t1_mean)
+        assert t1_mean[SKULL] < min(v for t, v in t1_mean.items() if t != SKULL), t1_mean
+        assert t2[labels == SKULL].mean() < t2[labels == FAT].mean() < t2[labels == CSF].mean()
+        # The brain mask is still the brain: no head tissue inside it, head tissue outside.
+        assert not np.isin(labels[subject.mask > 0], (SKULL, MUSCLE, FAT)).any()
+        assert (labels[subject.mask == 0] == FAT).sum() > 0.1 * (subject.mask > 0).sum()
+
+
+def test_lesion_fraction_leaves_some_subjects_lesion_free() -> None:
+    cfg = dataclasses.replace(
+        CFG, subjects_per_site=8, lesions=True, lesion_fraction=0.5, modalities=("T1",)
+    )
+    site = make_sites(cfg)[0]
+    drawn = [phantom.has_lesion(cfg, site, k) for k in range(8)]
+    assert 0 < sum(drawn) < 8
+    assert not phantom.has_lesion(dataclasses.replace(cfg, lesions=False), site, 0)
+
+
 def test_extra_sites_are_named_and_drawn_from_the_seed() -> None:
     five = make_sites(PhantomConfig(sites=5, subjects_per_site=1, seed=1))
     assert [s.name for s in five] == ["hospA", "hospB", "hospC", "hospD", "hospE"]
@@ -142,6 +169,8 @@ def test_extra_sites_are_named_and_drawn_from_the_seed() -> None:
         ({"resolution": 3}, "3"),
         ({"seed": -1}, "-1"),
         ({"lesions": "yes"}, "'yes'"),
+        ({"heads": 1}, "heads"),
+        ({"lesion_fraction": 1.5}, "1.5"),
         ({"layout": "nifti"}, "'nifti'"),
     ],
 )

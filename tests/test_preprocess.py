@@ -75,6 +75,49 @@ def _vol(rng=None):
     return head(rng or np.random.default_rng(0), 1.0)
 
 
+def test_whole_head_input_keeps_the_head_without_a_mask_and_the_brain_with_one(
+    tmp_path: Path,
+) -> None:
+    """A 'head': a bright brain ball inside a dark skull ring inside bright scalp. Without a
+    mask the foreground is the whole head (the skull's gap filled); with the brain mask given,
+    only the brain is foreground and everything else is background -1."""
+    x, y, z = np.meshgrid(*(np.linspace(-1, 1, s) for s in SHAPE), indexing="ij")
+    r = np.sqrt(x**2 + y**2 + (z / 1.2) ** 2)
+    vol = np.select([r < 0.45, r < 0.6, r < 0.95], [100.0, 2.0, 150.0], 0.0)
+    vol = (vol * np.random.default_rng(2).uniform(0.9, 1.1, SHAPE)).astype(np.float32)
+    brain = (r < 0.45).astype(np.uint8)
+    head_only = preprocess_subject(record(tmp_path, vol), CFG)
+    mask_file = save(tmp_path / "mask.nii.gz", brain)
+    brain_only = preprocess_subject(record(tmp_path, vol, mask=mask_file), CFG)
+    head_area = head_only.mask.sum(axis=(1, 2)).max() * head_only.voxel_ml
+    brain_area = brain_only.mask.sum(axis=(1, 2)).max() * brain_only.voxel_ml
+    assert head_area / brain_area == pytest.approx((0.95 / 0.45) ** 2, rel=0.2)
+    assert head_only.mask.sum() * head_only.voxel_ml == pytest.approx(
+        (r < 0.95).sum() * 8e-3, rel=0.15
+    )
+
+
+def test_label_map_is_sliced_with_the_images(tmp_path: Path) -> None:
+    """Labels follow the images through crop, pad and resize (nearest), 0 outside the mask,
+    and pixel count × voxel_ml gives back the labelled volume in ml."""
+    rng = np.random.default_rng(3)
+    t1 = head(rng, 1.0)  # inner blob brighter than the outer ellipsoid
+    x, y, z = np.meshgrid(*(np.linspace(-1, 1, s) for s in SHAPE), indexing="ij")
+    inner = (x / 0.4) ** 2 + (y / 0.45) ** 2 + (z / 0.5) ** 2 < 1
+    outer = (x / 0.8) ** 2 + (y / 0.85) ** 2 + (z / 0.9) ** 2 < 1
+    labels = np.where(inner, 2, np.where(outer, 1, 0)).astype(np.uint8)
+    rec = record(tmp_path, t1, labels=save(tmp_path / "seg.nii.gz", labels))
+    subj = preprocess_subject(rec, CFG)
+    assert subj.labels is not None and subj.labels.shape == subj.mask.shape
+    assert not subj.labels[~subj.mask].any()
+    img = subj.images["T1"]
+    assert img[subj.labels == 2].mean() > img[subj.labels == 1].mean() + 0.5
+    voxel_ml = 2.0**3 / 1000  # AFFINE: 2 mm isotropic
+    assert (subj.labels == 2).sum() * subj.voxel_ml == pytest.approx(
+        inner.sum() * voxel_ml, rel=0.15
+    )
+
+
 @pytest.mark.parametrize(
     ("make", "reason"),
     [

@@ -1,10 +1,13 @@
-"""`fedsynth simulate` on Flower's simulation engine (Ray): real virtual SuperNodes, the same
-ClientApp and ServerApp as a deployment. One small end-to-end run (≈1 min)."""
+"""`fedsynth simulate` on Flower's simulation engine (Ray) through `flwr run` and a private
+simulation SuperLink: real virtual SuperNodes, the same ClientApp and ServerApp as a
+deployment. One small end-to-end run (≈1 min)."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -35,3 +38,12 @@ def test_simulate_two_sites_two_rounds(tmp_path: Path) -> None:
     for method in ("federated", "centralized", "local", "source-as-is"):
         assert f"| {method} |" in report
     assert "round 2/2" in done.stdout
+    # Flower's supported entry, its and Ray's chatter kept in the run's Flower logs.
+    shown = done.stdout + done.stderr
+    for noise in ("DEPRECATED", "FutureWarning", "Manually terminating", "ClientAppActor"):
+        assert noise not in shown
+    assert "Successfully started run" in (run / "flower" / "run.log").read_text()
+    # The private SuperLink is gone with the run.
+    port = int(re.search(r"runtime on 127\.0\.0\.1:(\d+)", shown).group(1))
+    with socket.socket() as sock:
+        assert sock.connect_ex(("127.0.0.1", port)) != 0

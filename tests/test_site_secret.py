@@ -17,13 +17,9 @@ from fedsynth.client.state_dir import SiteStateDir
 from fedsynth.config import FedsynthConfig
 from fedsynth.models import build_model
 from fedsynth.models.checkpoint import save_checkpoint
+from fedsynth.simulations.scenarios import TINY_MODEL
 
-FLAT = {
-    "data.preprocess.image-size": 32,
-    "model.base-channels": 4,
-    "model.res-blocks": 1,
-    "model.disc-channels": 4,
-    "model.disc-layers": 2,
+FLAT = TINY_MODEL | {
     "privacy.unit": "slice",
     "privacy.noise-multiplier": 1.0,
     "federation.num-rounds": 2,

@@ -7,6 +7,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from conftest import SHAPE, TINY_MODEL, head
 
 from fedsynth.cli import main
@@ -15,6 +16,7 @@ from fedsynth.data.layouts import DatasetError
 from fedsynth.evaluation.translate import infer_modality, translate_volume
 from fedsynth.models import ModelConfig, build_model
 from fedsynth.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from fedsynth.simulations.scenarios import SCENARIOS, scenario_config
 
 
 @pytest.fixture
@@ -51,6 +53,38 @@ def test_translate_keeps_shape_affine_and_background(
     background = src.get_fdata() < 5
     assert data[background].max() == 0.0
     assert data[~background].mean() > 0
+
+
+@pytest.mark.parametrize(
+    ("size", "shape", "zooms"),
+    [(32, (61, 47, 33), (1.0, 1.0, 1.2)), (48, (20, 90, 16), (2.0, 0.9, 3.0))],
+    ids=["32px-1mm", "48px-anisotropic"],
+)
+def test_translate_works_at_any_input_size(
+    tmp_path: Path, size: int, shape: tuple[int, ...], zooms: tuple[float, ...]
+) -> None:
+    """A checkpoint of any slice size translates volumes of any shape and voxel size; with a
+    brain mask, a whole-head input is translated inside the brain only."""
+    model = build_model(ModelConfig(**(TINY_MODEL | {"image_size": size})), seed=1)
+    ckpt = save_checkpoint(tmp_path / "m.safetensors", model, PreprocessConfig(image_size=size))
+    x, y, z = np.meshgrid(*(np.linspace(-1, 1, s) for s in shape), indexing="ij")
+    r = np.sqrt(x**2 + y**2 + z**2)
+    rng = np.random.default_rng(0)
+    head_vol = np.where(r < 0.9, 100 + 50 * (r < 0.5) + rng.normal(0, 2, shape), 0.0)
+    affine = np.diag([*zooms, 1.0])
+    source = tmp_path / "head_T1w.nii.gz"
+    nib.save(nib.Nifti1Image(head_vol.astype(np.float32), affine), source)
+    brain = tmp_path / "brain_mask.nii.gz"
+    nib.save(nib.Nifti1Image((r < 0.6).astype(np.uint8), affine), brain)
+    whole, masked = tmp_path / "whole_T2w.nii.gz", tmp_path / "brain_T2w.nii.gz"
+    translate_volume(ckpt, source, "T2", whole, progress=False)
+    translate_volume(ckpt, source, "T2", masked, progress=False, mask_path=brain)
+    for out in (whole, masked):
+        res = nib.load(out)
+        assert res.shape == shape and res.header.get_zooms() == pytest.approx(zooms)
+    whole_data, masked_data = nib.load(whole).get_fdata(), nib.load(masked).get_fdata()
+    assert (whole_data[(r > 0.7) & (r < 0.85)] > 0).mean() > 0.9  # the scalp is translated
+    assert masked_data[r >= 0.6].max() == 0.0 and masked_data[r < 0.55].mean() > 0
 
 
 def test_translate_from_the_cli(ckpt: Path, volume: Path, tmp_path: Path) -> None:
@@ -175,3 +209,11 @@ def test_header_survives(ckpt: Path, asymmetric, tmp_path: Path) -> None:
     np.testing.assert_allclose(res.get_best_affine(), src.get_best_affine(), atol=1e-6)
     np.testing.assert_allclose(res.get_qform(), src.get_qform(), atol=1e-6)
     assert res.get_data_dtype() == np.float32
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_every_scenario_runs_at_128_px(scenario: str) -> None:
+    cfg = scenario_config(scenario, {"data.preprocess.image-size": 128})
+    model = build_model(cfg.model, seed=0)
+    out = model.translate(torch.zeros(2, 1, 128, 128), cfg.model.source, cfg.model.target)
+    assert out.shape == (2, 1, 128, 128) and torch.isfinite(out).all()

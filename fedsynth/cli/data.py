@@ -19,6 +19,8 @@ def cmd_phantom(args: argparse.Namespace) -> int:
         resolution=args.resolution,
         seed=args.seed,
         lesions=args.lesions,
+        lesion_fraction=args.lesion_fraction,
+        heads=args.heads,
         layout=args.layout,
     )
     start = time.perf_counter()
@@ -54,6 +56,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resolution", type=int, default=2, choices=(1, 2), help="mm")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lesions", action="store_true")
+    p.add_argument(
+        "--lesion-fraction", type=float, default=1.0, help="share of subjects with a lesion"
+    )
+    p.add_argument(
+        "--heads", action="store_true", help="whole heads: scalp fat, skull, muscle, outer CSF"
+    )
     p.add_argument("--layout", default="bids", help="bids | ixi | brats | manifest")
     p.set_defaults(func=cmd_phantom)
 

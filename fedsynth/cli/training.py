@@ -24,7 +24,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     sites, _ = prepare_sites(cfg.data)
     modes = {"centralized": ("centralized",), "local": ("local",)}.get(args.mode)
-    results = run_baselines(cfg, sites, args.out, modes)
+    results = run_baselines(cfg, sites, args.out, modes, progress=True)
     console.print(comparison_table(results, title=f"{cfg.model.source} → {cfg.model.target}"))
     console.print(f"checkpoints, grids and baselines.json in {args.out}")
     return 0
@@ -67,7 +67,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from fedsynth.demo import run_demo
+    from fedsynth.cli.demo import run_demo
 
     return run_demo(args.out, seed=args.seed)
 

@@ -18,6 +18,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
         args.output,
         source=args.source,
         image_size=args.size,
+        mask_path=args.mask,
     )
     console.print(f"[green]wrote[/] {out}")
     return 0
@@ -31,4 +32,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", type=Path, required=True)
     p.add_argument("--source", default=None, help="input modality (default: from the file name)")
     p.add_argument("--size", type=int, default=None, help="expected slice size of the checkpoint")
+    p.add_argument(
+        "--mask", type=Path, default=None, help="brain mask (whole-head input): translate inside it"
+    )
     p.set_defaults(func=cmd_translate)

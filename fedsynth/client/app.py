@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any
 
 # Before torch loads OpenMP (Flower starts a fresh process per message in a deployment): idle
@@ -43,6 +44,21 @@ def _reply(msg: Message, site: Site | None, metrics: dict[str, float]) -> Messag
     return Message(content=content, reply_to=msg)
 
 
+def _timed(reply: Message, msg: Message, site: Site, started: float) -> Message:
+    """Note the call in the site's own profiling log (`SiteStateDir.timings`), then reply."""
+    site.identity.state.append_timing(
+        {
+            "phase": msg.metadata.message_type,
+            "round": int(msg.content["config"].get("server-round", 0)),
+            "pid": os.getpid(),
+            "start": started,
+            "end": time.time(),
+            "engine_seconds": site.engine_seconds,
+        }
+    )
+    return reply
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Train locally from the global shared weights; reply with those tensors only."""
@@ -50,12 +66,13 @@ def train(msg: Message, context: Context) -> Message:
         from fedsynth.client.secure import secure_app
 
         return secure_app(msg, context)
+    started = time.time()
     config = msg.content["config"]
     site = open_site(config, context.node_config)
     # μ comes from the strategy that uses it (Flower's FedProx adds "proximal-mu"), never
     # from the run config: any other strategy trains without a proximal term.
     metrics = site.train_round(_arrays(msg), float(config.get("proximal-mu", 0.0)))
-    return _reply(msg, site, metrics)
+    return _timed(_reply(msg, site, metrics), msg, site, started)
 
 
 @app.evaluate()
@@ -65,6 +82,7 @@ def evaluate(msg: Message, context: Context) -> Message:
         from fedsynth.client.secure import secure_app
 
         return secure_app(msg, context)
+    started = time.time()
     site = open_site(msg.content["config"], context.node_config)
     site.receive(_arrays(msg))
-    return _reply(msg, None, site.evaluate())
+    return _timed(_reply(msg, None, site.evaluate()), msg, site, started)

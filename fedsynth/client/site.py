@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import logging
 import math
+import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,10 +77,15 @@ def site_data(cfg: FedsynthConfig, partition: int | None, data_dir: Path | None)
 
 
 class Site:
-    """A site's model, private state and data for one message."""
+    """A site's model, private state and data for one message.
+
+    `engine_seconds` is how long this message spent in the training engine (0 when it did
+    not train): the site's own profiling figure (`SiteStateDir.append_timing`).
+    """
 
     def __init__(self, cfg: FedsynthConfig, identity: SiteIdentity, data: SiteData) -> None:
         self.cfg, self.identity, self.data = cfg, identity, data
+        self.engine_seconds = 0.0
         self.model = initial_model(cfg.model, cfg.train.seed, cfg.train.init_checkpoint)
         identity.state.load_model(self.model)
         fed = cfg.federation
@@ -146,6 +152,7 @@ class Site:
             state = self.model.state_dict()
             anchor = {k: state[k].detach().clone() for k in self.shared_keys}
             proximal = Proximal(proximal_mu, anchor)
+        started = time.perf_counter()
         # Each round's weight average starts at the global model just received.
         start = dataclasses.replace(self.state, ema=None) if self.state else None
         metrics, state = train_local(
@@ -158,6 +165,7 @@ class Site:
             proximal,
             secret_seed=self.identity.state.secret_seed(),
         )
+        self.engine_seconds += time.perf_counter() - started
         self.save(state)
         out = {k: float(metrics[k]) for k in SHAREABLE_METRICS if k in metrics}
         out |= {

@@ -5,6 +5,8 @@
     state.pt            optimizers, step counter, RNG state (torch, weights_only)
     accountant.json     the DP history (plain JSON, what `fedsynth privacy check` reads)
     rounds.jsonl        the rounds it trained (replays make rounds idempotent)
+    timings.jsonl       its profiling log: when each message was handled, seconds in the
+                        training engine (timing depends on DP's secret Poisson batches)
     noise-seed.secret   the secret seed of its DP sampling and noise
     cache/              the slice cache of its own dataset (deployment)
 
@@ -41,6 +43,7 @@ class SiteStateDir:
     STATE = "state.pt"
     ACCOUNTANT = "accountant.json"
     ROUNDS = "rounds.jsonl"
+    TIMINGS = "timings.jsonl"
     SECRET = "noise-seed.secret"
     CACHE = "cache"
 
@@ -114,25 +117,42 @@ class SiteStateDir:
         except ValueError as err:
             raise ValueError(f"{path}: not a seed written by fedsynth ({err})") from err
 
-    # --- rounds log -----------------------------------------------------------------------
+    # --- rounds and timings logs --------------------------------------------------------
 
     def rounds(self) -> list[dict[str, Any]]:
-        """Every complete line of the rounds log (a torn last line from a crash is ignored)."""
-        if not self.rounds_file.is_file():
-            return []
-        rows = []
-        for line in self.rounds_file.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-        return rows
+        return _read_lines(self.rounds_file)
 
     def append_round(self, row: Mapping[str, Any]) -> None:
-        path = self.rounds_file
-        torn = path.is_file() and path.stat().st_size and not path.read_bytes().endswith(b"\n")
-        with path.open("a") as fh:
-            fh.write(("\n" if torn else "") + json.dumps(dict(row)) + "\n")
+        _append_line(self.rounds_file, row)
+
+    def timings(self) -> list[dict[str, Any]]:
+        """One line per handled message: phase, server round, process id, wall-clock start
+        and end of the ClientApp call, seconds in the training engine — a benchmark's view
+        of where a round's time goes (benchmarks/federation.py), kept at the site."""
+        return _read_lines(self.path / self.TIMINGS)
+
+    def append_timing(self, row: Mapping[str, Any]) -> None:
+        self.create()
+        _append_line(self.path / self.TIMINGS, row)
+
+
+def _read_lines(path: Path) -> list[dict[str, Any]]:
+    """Every complete line of a JSON-lines log (a torn last line from a crash is ignored)."""
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def _append_line(path: Path, row: Mapping[str, Any]) -> None:
+    torn = path.is_file() and path.stat().st_size and not path.read_bytes().endswith(b"\n")
+    with path.open("a") as fh:
+        fh.write(("\n" if torn else "") + json.dumps(dict(row)) + "\n")
 
 
 def _write_private(path: Path, data: bytes) -> None:

@@ -5,9 +5,10 @@ of the preprocessing parameters, so changing either builds a new one and an unch
 dataset reuses the old one across epochs, runs and processes. It is built in a temporary
 directory and renamed into place only when complete: a failed build leaves nothing behind.
 
-Files: `images.f32` (N, H, W) float32, `masks.u8` (N, H, W), `index.npz` (site, subject,
-uid = site/subject, modality, position per row) and `meta.json` (parameters, inputs,
-counts, and in lenient mode the skipped files and subjects with their reasons).
+Files: `images.f32` (N, H, W) float32, `masks.u8` (N, H, W), `labels.u8` (N, H, W; 0 for
+subjects without a label file), `index.npz` (site, subject, uid = site/subject, modality,
+position, labelled, voxel_ml per row) and `meta.json` (parameters, inputs, counts, and in
+lenient mode the skipped files and subjects with their reasons).
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ from fedsynth.data.slices import SliceSet
 from fedsynth.data.validation import BadInputPolicy
 
 # 2: foreground threshold measured from each volume's minimum (signed data); no-slice subjects
-# are errors.
-CACHE_VERSION = 2
+# are errors. 3: label maps and pixel volumes.
+CACHE_VERSION = 3
 
 
 def default_cache_dir() -> Path:
@@ -69,6 +70,7 @@ class SliceCache:
         shape = (n, size, size)
         self.images = np.memmap(self.path / "images.f32", np.float32, "r", shape=shape)
         self.masks = np.memmap(self.path / "masks.u8", np.uint8, "r", shape=shape)
+        self.labels = np.memmap(self.path / "labels.u8", np.uint8, "r", shape=shape)
         with np.load(self.path / "index.npz") as idx:
             self.index = {k: idx[k] for k in idx.files}
 
@@ -115,12 +117,15 @@ class SliceCache:
         }
 
     def _take(self, modality: str, rows: np.ndarray) -> SliceSet:
+        labelled = bool(len(rows)) and bool(self.index["labelled"][rows].all())
         return SliceSet(
             modality,
             np.asarray(self.images[rows]),
             np.asarray(self.masks[rows]).astype(bool),
             self.index["uid"][rows].astype(str),
             self.index["position"][rows].astype(np.int64),
+            np.asarray(self.labels[rows]) if labelled else None,
+            self.index["voxel_ml"][rows].astype(np.float64),
         )
 
 
@@ -158,11 +163,13 @@ def build_cache(
 def _write(
     tmp: Path, dataset: Dataset, cfg: PreprocessConfig, lenient: bool, progress: bool
 ) -> None:
-    index: dict[str, list] = {k: [] for k in ("site", "subject", "uid", "modality", "position")}
+    columns = ("site", "subject", "uid", "modality", "position", "labelled", "voxel_ml")
+    index: dict[str, list] = {k: [] for k in columns}
     policy = BadInputPolicy(lenient, list(dataset.skipped))
     with (
         open(tmp / "images.f32", "wb") as images,
         open(tmp / "masks.u8", "wb") as masks,
+        open(tmp / "labels.u8", "wb") as labels,
         Progress(disable=not progress, transient=True) as bar,
     ):
         task = bar.add_task("Preprocessing volumes", total=len(dataset.subjects))
@@ -176,12 +183,16 @@ def _write(
             for modality, slices in subj.images.items():
                 images.write(np.ascontiguousarray(slices, np.float32).tobytes())
                 masks.write(np.ascontiguousarray(subj.mask, np.uint8).tobytes())
+                lab = np.zeros(slices.shape, np.uint8) if subj.labels is None else subj.labels
+                labels.write(np.ascontiguousarray(lab, np.uint8).tobytes())
                 n = len(slices)
                 index["site"] += [rec.site] * n
                 index["subject"] += [rec.subject] * n
                 index["uid"] += [f"{rec.site}/{rec.subject}"] * n
                 index["modality"] += [modality] * n
                 index["position"] += subj.positions.tolist()
+                index["labelled"] += [subj.labels is not None] * n
+                index["voxel_ml"] += [subj.voxel_ml] * n
             bar.advance(task)
     n = len(index["uid"])
     if n == 0:

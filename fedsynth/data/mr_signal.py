@@ -19,8 +19,17 @@ class Tissue:
     pd: float
 
 
-# Tissue order = phantom label order (label = index + 1; 0 is background).
-TISSUES = ("csf", "gm", "wm", "oedema", "tumour")
+# Tissue order = phantom label order (label = index + 1; 0 is background). The last four
+# are the non-brain tissues of a whole head (`PhantomConfig.heads`).
+TISSUES = ("csf", "gm", "wm", "oedema", "tumour", "ecsf", "skull", "muscle", "fat")
+
+# Non-brain tissues, the same at both field strengths where the literature gives one value.
+# Extra-cerebral CSF is CSF: its own entry, the CSF values. Cortical bone: T2* ≈ 0.4 ms
+# (ultrashort-TE measurements, Du & Bydder; Du et al., JMR 2010), T1 ≈ 220 ms, water ≈ 20 %
+# by volume, so it is dark at every TE used here. Muscle: Stanisz et al., MRM 2005 (1.5 T
+# 1008/44, 3 T 1412/50), PD ≈ its water fraction. Subcutaneous fat: de Bazelaire et al.,
+# Radiology 2004 (1.5 T 343/58, 3 T 382/68), PD 1.0 as in BrainWeb (Aubert-Broche 2006).
+_BONE = Tissue(220, 0.4, 0.2)
 
 RELAXATION: dict[float, dict[str, Tissue]] = {
     # 1.5 T: CSF/GM/WM from the BrainWeb simulator table (Kwan, Evans & Pike, IEEE TMI 1999).
@@ -32,6 +41,10 @@ RELAXATION: dict[float, dict[str, Tissue]] = {
         # parenchyma; vasogenic oedema has the longest T2 of the two).
         "oedema": Tissue(1100, 200, 0.92),
         "tumour": Tissue(1300, 120, 0.90),
+        "ecsf": Tissue(2569, 329, 1.00),
+        "skull": _BONE,
+        "muscle": Tissue(1008, 44, 0.80),
+        "fat": Tissue(343, 58, 1.00),
     },
     # 3 T: GM/WM from Stanisz et al., MRM 2005 (T1 1820/1084, T2 99/69; cf. Wansapura et al.,
     # JMRI 1999); CSF T1 from Lu et al., JMRI 2005; CSF T2 ~500 ms is an approximate literature
@@ -42,6 +55,10 @@ RELAXATION: dict[float, dict[str, Tissue]] = {
         "wm": Tissue(1084, 69, 0.77),
         "oedema": Tissue(1900, 180, 0.92),
         "tumour": Tissue(2100, 110, 0.90),
+        "ecsf": Tissue(4163, 500, 1.00),
+        "skull": _BONE,
+        "muscle": Tissue(1412, 50, 0.80),
+        "fat": Tissue(382, 68, 1.00),
     },
 }
 

@@ -10,8 +10,12 @@ which is the heterogeneity federated training has to cope with. A *domain-random
 public pretraining data of a warm start that has seen the protocols hospitals use.
 Intensities are scanner-like (brightest normal tissue = FULL_SCALE before bias and noise;
 noise σ is a fraction of it).
-Labels: 0 background, 1 CSF, 2 GM, 3 WM, 4 oedema, 5 tumour core. Files are written with the
-same layout writers the loaders read, so phantom and hospital data share one code path.
+Labels: 0 background, 1 CSF, 2 GM, 3 WM, 4 oedema, 5 tumour core. With `heads`, the brain sits
+in a whole head — extra-cerebral CSF, skull, muscle and scalp fat in shells around it (labels
+6–9), rendered with their own relaxation values by the same signal equations — and the brain
+mask is still written, so preprocessing can crop to the brain or keep the head. Files are
+written with the same layout writers the loaders read, so phantom and hospital data share one
+code path.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from scipy.ndimage import map_coordinates, zoom
+from scipy.ndimage import distance_transform_edt, map_coordinates, zoom
 from scipy.spatial.transform import Rotation
 from scipy.special import expit
 
@@ -43,6 +47,7 @@ from fedsynth.data.mr_signal import RELAXATION, TISSUES, PulseSequence, csf_null
 
 PHANTOM_MODALITIES = ("T1", "T2", "PD", "FLAIR")
 LABELS = {0: "background", 1: "CSF", 2: "GM", 3: "WM", 4: "oedema", 5: "tumour core"}
+HEAD_LABELS = {6: "extra-cerebral CSF", 7: "skull", 8: "muscle", 9: "scalp fat"}
 TUMOUR_LABEL = 5
 MAX_SUBJECTS_PER_SITE = 999  # subject number = site_index * 1000 + k + 1 stays unique
 GENERATOR = "fedsynth phantom"
@@ -65,6 +70,13 @@ LESION_SPACING_MM = 15.0  # scale of the lesion outline's irregularity
 MONTAGE_ROWS = 3
 FULL_SCALE = 1000.0  # intensity of the brightest normal tissue, scanner-like units
 NORMAL_TISSUES = ("csf", "gm", "wm")
+# Head shells outward from the brain surface (mm): extra-cerebral CSF, skull (± a smooth
+# variation), muscle (thickest at the temples, as temporalis), then scalp fat.
+ECSF_MM = 3.0
+SKULL_MM, SKULL_SD_MM = 6.0, 1.0
+MUSCLE_MM, TEMPORALIS_MM = 1.5, 6.0
+FAT_MM = 5.0
+SHELL_EDGE_MM = 0.5  # partial-volume width of each shell boundary
 
 # Random streams: spawn keys under the config seed, so any subject can be regenerated alone and
 # adding sites, subjects, modalities or lesions never changes the others.
@@ -72,6 +84,7 @@ _PROTOCOL, _SUBJECT = 0, 1
 _WARP, _LESION, _NOISE = 0, 1, 2
 _ACQUISITION = _NOISE + 4  # after the per-modality noise streams
 ACQUISITIONS = ("site", "randomised")
+_HAS_LESION = 9  # after the noise streams (2 + modality index)
 
 
 def _rng(seed: int, *key: int) -> np.random.Generator:
@@ -117,7 +130,11 @@ class PhantomConfig:
         from the seed). subjects_per_site: one count for every site, or one per site.
     modalities: any of T1, T2, PD, FLAIR (aliases such as t1/T1w accepted, stored canonical).
     resolution: 1 or 2 mm (MNI grid). seed: makes everything reproducible.
-    lesions: add a tumour core + oedema to every subject. layout: bids | ixi | brats | manifest.
+    lesions: add a tumour core + oedema; lesion_fraction: the share of subjects that get one
+        (each subject draws from its own stream; 1.0: every subject), so a dataset also has
+        lesion-free subjects on which to count invented lesions.
+    heads: a whole head around the brain (scalp fat, skull, muscle, extra-cerebral CSF).
+    layout: bids | ixi | brats | manifest.
     acquisition: "site" (every subject of a site on its scanner) or "randomised" (each subject
         on its own scanner drawn by `random_scanner`: domain randomisation for public data).
     scanners: the named set of the first sites' scanners (`SCANNER_SETS`): "default", or
@@ -131,6 +148,8 @@ class PhantomConfig:
     resolution: int = 2
     seed: int = 0
     lesions: bool = False
+    lesion_fraction: float = 1.0
+    heads: bool = False
     layout: str = "bids"
     acquisition: str = "site"
     scanners: str = "default"
@@ -150,8 +169,11 @@ class PhantomConfig:
         if self.resolution not in (1, 2) or isinstance(self.resolution, bool):
             raise ValueError(f"resolution must be 1 or 2 (mm), got {self.resolution!r}")
         _require_int("seed", self.seed, 0)
-        if not isinstance(self.lesions, bool):
-            raise ValueError(f"lesions must be True or False, got {self.lesions!r}")
+        for name in ("lesions", "heads"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if not 0.0 <= self.lesion_fraction <= 1.0:
+            raise ValueError(f"lesion_fraction must be in [0, 1], got {self.lesion_fraction!r}")
         if self.layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
         if self.acquisition not in ACQUISITIONS:
@@ -339,6 +361,30 @@ def load_anatomy(resolution: int) -> Anatomy:
     return Anatomy(fractions, template_arr, template.affine.copy(), float(resolution))
 
 
+@functools.lru_cache(maxsize=2)
+def head_fractions(resolution: int) -> np.ndarray:
+    """(4, X, Y, Z) fractions of extra-cerebral CSF, skull, muscle and fat around the MNI brain.
+
+    Shells of the distance (mm) outside the brain mask, with soft edges; the head fills what the
+    brain's partial-volume voxels leave. The same for every subject before the subject's warp.
+    """
+    anatomy = load_anatomy(resolution)
+    mm = anatomy.voxel_mm
+    outside = distance_transform_edt(~anatomy.mask).astype(np.float32) * np.float32(mm)
+    shape = outside.shape
+    fixed = np.random.default_rng(0)  # one head anatomy; subjects differ by their warp
+    skull = SKULL_MM + SKULL_SD_MM * _smooth_field(shape, 30.0 / mm, fixed)
+    x = np.abs(np.linspace(-1.0, 1.0, shape[0], dtype=np.float32))[:, None, None]
+    muscle = np.broadcast_to(MUSCLE_MM + TEMPORALIS_MM * x**2, shape)
+    bounds = np.cumsum([np.full(shape, ECSF_MM), skull, muscle, np.full(shape, FAT_MM)], axis=0)
+    inside = expit((bounds - outside) / SHELL_EDGE_MM)  # 1 inside each outer boundary
+    shells = np.diff(inside, axis=0, prepend=0.0)
+    free = 1.0 - anatomy.fractions.sum(axis=0)
+    out = (np.clip(shells, 0, 1) * free).astype(np.float32)
+    out.flags.writeable = False
+    return out
+
+
 def _smooth_field(
     shape: tuple[int, ...], spacing_vox: float, rng: np.random.Generator
 ) -> np.ndarray:
@@ -355,9 +401,12 @@ def _smooth_field(
     return field.astype(np.float32)
 
 
-def warp_fractions(anatomy: Anatomy, rng: np.random.Generator) -> np.ndarray:
-    """A new subject: global scale/rotation plus a smooth elastic displacement of a few mm."""
-    fractions = anatomy.fractions
+def warp_fractions(
+    anatomy: Anatomy, rng: np.random.Generator, fractions: np.ndarray | None = None
+) -> np.ndarray:
+    """A new subject: global scale/rotation plus a smooth elastic displacement of a few mm,
+    of the anatomy's tissue fractions (or of `fractions` on its grid, e.g. with a head)."""
+    fractions = anatomy.fractions if fractions is None else fractions
     shape = fractions.shape[1:]
     centre = (np.array(shape, dtype=np.float32)[:, None] - 1) / 2
     angles = rng.normal(0.0, ROTATION_SD_DEG, 3)
@@ -465,18 +514,39 @@ def simulate_subject(cfg: PhantomConfig, site: Site, k: int) -> SimulatedSubject
     anatomy = load_anatomy(cfg.resolution)
     scanner = subject_scanner(cfg, site, k)
     rng = _rng(cfg.seed, site.index, _SUBJECT, k, _WARP)
-    fractions = warp_fractions(anatomy, rng)
+    n_brain = len(anatomy.fractions)
+    if cfg.heads:
+        both = np.concatenate([anatomy.fractions, head_fractions(cfg.resolution)])
+        warped = warp_fractions(anatomy, rng, both)
+        fractions, head = warped[:n_brain], warped[n_brain:]
+    else:
+        fractions = warp_fractions(anatomy, rng)
     bias = bias_field(fractions.shape[1:], scanner.bias_amplitude, anatomy.voxel_mm, rng)
-    if cfg.lesions:
+    if has_lesion(cfg, site, k):
         lesion_rng = _rng(cfg.seed, site.index, _SUBJECT, k, _LESION)
         fractions = add_lesion(fractions, anatomy.voxel_mm, lesion_rng)
     brain = fractions.sum(axis=0) > 0.5
     labels = np.where(brain, fractions.argmax(axis=0) + 1, 0).astype(np.uint8)
+    if cfg.heads:
+        lesion_slots = np.zeros((len(TISSUES) - len(head) - len(fractions), *brain.shape))
+        in_head = ~brain & (head.sum(axis=0) > 0.5)
+        labels[in_head] = (head.argmax(axis=0) + len(TISSUES) - len(head) + 1)[in_head]
+        fractions = np.concatenate([fractions, lesion_slots.astype(np.float32), head])
     images = {}
     for m in cfg.modalities:  # one noise stream per modality: adding one leaves the others
         noise_rng = _rng(cfg.seed, site.index, _SUBJECT, k, _NOISE + PHANTOM_MODALITIES.index(m))
         images[m] = acquire(fractions, bias, scanner, m, noise_rng)
     return SimulatedSubject(site.subject_number(k), images, brain.astype(np.uint8), labels)
+
+
+def has_lesion(cfg: PhantomConfig, site: Site, k: int) -> bool:
+    """Whether subject `k` of `site` gets a lesion (a draw of its own when lesion_fraction < 1)."""
+    if not cfg.lesions or cfg.lesion_fraction <= 0.0:
+        return False
+    if cfg.lesion_fraction >= 1.0:
+        return True
+    draw = _rng(cfg.seed, site.index, _SUBJECT, k, _HAS_LESION).random()
+    return bool(draw < cfg.lesion_fraction)
 
 
 def t1_template_correlation(resolution: int) -> float:
@@ -621,7 +691,9 @@ def generate_phantom(cfg: PhantomConfig, out: Path, progress: bool = True) -> di
         "lesions": cfg.lesions,
         "acquisition": cfg.acquisition,
         "scanners": cfg.scanners,
-        "labels": {str(k): v for k, v in LABELS.items()},
+        "lesion_fraction": cfg.lesion_fraction,
+        "heads": cfg.heads,
+        "labels": {str(k): v for k, v in (LABELS | (HEAD_LABELS if cfg.heads else {})).items()},
         "sites": [site.describe(cfg.modalities) for site in sites],
         **({"randomised_ranges": RANDOM_RANGES} if cfg.acquisition == "randomised" else {}),
         "t1_template_correlation": round(t1_template_correlation(cfg.resolution), 4),

@@ -3,11 +3,14 @@
 1. read and validate every volume (`fedsynth.data.validation`: NIfTI, 3D, voxel sizes, size,
    finite, not constant), reoriented to the closest canonical orientation (RAS);
 2. check all of a subject's volumes share one grid;
-3. foreground mask: the subject's mask file, or the union of each volume's thresholded
-   foreground (the threshold is relative to the volume's background floor: signed data work);
+3. foreground mask: the subject's mask file (a brain mask: whole-head input is then cropped
+   to the brain and everything outside it is background), or else the union of each
+   volume's thresholded foreground (the head, scalp and skull included; the threshold is
+   relative to the volume's background floor: signed data work);
 4. percentile scaling of the foreground to [-1, 1], background -1;
 5. crop in-plane to the foreground's bounding box (plus a margin);
-6. axial slices with enough foreground, padded to square and resized.
+6. axial slices with enough foreground, padded to square and resized; the subject's label
+   map (if any) the same way (majority label per pixel), 0 outside the foreground.
 
 Training (`preprocess_subject`) and `translate` (`load_subject` + `SlicePipeline`) run the same
 steps, so they accept, reject and scale the same input the same way. Every failure raises
@@ -78,12 +81,15 @@ def load_subject(record: SubjectRecord, cfg: PreprocessConfig) -> SubjectVolumes
 
 @dataclass(frozen=True)
 class SubjectSlices:
-    """A subject's kept axial slices: one (S, H, W) array per modality, one shared mask."""
+    """A subject's kept axial slices: one (S, H, W) array per modality, one shared mask, the
+    label map's slices when the subject has one, and the volume of one slice pixel in ml."""
 
     record: SubjectRecord
     images: dict[str, np.ndarray]
     mask: np.ndarray
     positions: np.ndarray
+    labels: np.ndarray | None = None
+    voxel_ml: float = float("nan")
 
 
 class SlicePipeline:
@@ -122,6 +128,25 @@ class SlicePipeline:
         )
         out = steps(torch.from_numpy(np.ascontiguousarray(volume))[None].float())
         return np.moveaxis(np.asarray(out[0], dtype=np.float32), -1, 0)
+
+    def to_label_slices(self, labels: np.ndarray) -> np.ndarray:
+        """(X, Y, Z) label map → (Z, size, size) uint8: each pixel takes the label covering
+        most of it (area-resized one-hot, argmax), so labels stay aligned with the
+        area-resized images; nearest-neighbour sampling shifts them by up to half a pixel."""
+        values = np.union1d([0], np.unique(labels))  # padding is background
+        cover = np.stack([self.to_slices((labels == v).astype(np.float32), 0.0) for v in values])
+        return values[cover.argmax(axis=0)].astype(np.uint8)
+
+    def pixel_ml(
+        self, box: tuple[slice, slice, slice], grid: tuple[tuple[int, ...], np.ndarray]
+    ) -> float:
+        """Volume of one slice pixel (ml): the padded square's side over the slice size, times
+        the voxel's in-plane sizes and thickness (from the RAS affine)."""
+        shape, affine = grid
+        cropped = [len(range(*b.indices(n))) for b, n in zip(box, shape, strict=True)]
+        dx, dy, dz = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
+        scale = self._square(cropped) / self.cfg.image_size
+        return float(scale * dx * scale * dy * dz / 1000.0)
 
     def to_volume(self, slices: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
         """(Z, size, size) → (X, Y, Z) on the original in-plane grid (inverse of to_slices)."""
@@ -172,9 +197,10 @@ class SlicePipeline:
 
 def preprocess_subject(record: SubjectRecord, cfg: PreprocessConfig) -> SubjectSlices:
     """Validated, scaled, sliced volumes of one subject (all modalities, same positions):
-    the axial slices with at least `min_foreground` foreground."""
+    the axial slices with at least `min_foreground` foreground, and its label map's slices."""
     subject = load_subject(record, cfg)
-    images, masks, _ = SlicePipeline(cfg).subject_slices(subject)
+    pipe = SlicePipeline(cfg)
+    images, masks, box = pipe.subject_slices(subject)
     keep = np.flatnonzero(masks.mean(axis=(1, 2)) >= max(cfg.min_foreground, 1e-9))
     if not len(keep):
         first = next(iter(record.images.values()))
@@ -182,6 +208,18 @@ def preprocess_subject(record: SubjectRecord, cfg: PreprocessConfig) -> SubjectS
             f"{first}: no axial slice has >= {cfg.min_foreground:g} foreground "
             f"(subject {record.subject})"
         )
+    reference = next(iter(subject.volumes.values()))
+    labels = None
+    if record.labels is not None:
+        given = read_volume(record.labels)
+        check_same_grid(given, reference, what="label grid")
+        labels = pipe.to_label_slices(np.rint(given.data)[box])[keep]
+        labels[~masks[keep]] = 0
     return SubjectSlices(
-        record, {m: v[keep] for m, v in images.items()}, masks[keep], keep.astype(np.int32)
+        record,
+        {m: v[keep] for m, v in images.items()},
+        masks[keep],
+        keep.astype(np.int32),
+        labels,
+        pipe.pixel_ml(box, reference.grid),
     )

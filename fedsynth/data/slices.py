@@ -19,6 +19,9 @@ class SliceSet:
     masks: (N, H, W) bool, the brain/foreground mask of each slice.
     subjects: (N,) str, the subject each slice comes from (the privacy unit for subject-level DP).
     positions: (N,) int, the slice index (axial z, RAS) inside the subject's volume.
+    labels: (N, H, W) uint8 label map (0 background; the dataset's own label values), or None
+        when any of the slices' subjects has no label file.
+    voxel_ml: (N,) float, the volume of one pixel of each slice in ml (NaN when unknown).
     """
 
     modality: str
@@ -26,10 +29,14 @@ class SliceSet:
     masks: np.ndarray
     subjects: np.ndarray
     positions: np.ndarray
+    labels: np.ndarray | None = None
+    voxel_ml: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.images)
-        if not (len(self.masks) == len(self.subjects) == len(self.positions) == n):
+        rows = [self.masks, self.subjects, self.positions]
+        rows += [a for a in (self.labels, self.voxel_ml) if a is not None]
+        if any(len(a) != n for a in rows):
             raise ValueError(f"SliceSet[{self.modality}]: arrays disagree on the number of slices")
 
     def __len__(self) -> int:
@@ -44,10 +51,7 @@ class SliceSet:
         rows = np.asarray(rows, dtype=np.int64)
         return SliceSet(
             self.modality,
-            self.images[rows],
-            self.masks[rows],
-            self.subjects[rows],
-            self.positions[rows],
+            *(None if a is None else a[rows] for a in (getattr(self, f) for f in _ROW_FIELDS)),
         )
 
     def unique_subjects(self) -> list[str]:
@@ -58,13 +62,14 @@ class SliceSet:
         """One SliceSet of several of the same modality (e.g. pooled sites)."""
         if not sets or len({s.modality for s in sets}) != 1:
             raise ValueError("concat needs one or more SliceSets of a single modality")
+        parts = [[getattr(s, f) for s in sets] for f in _ROW_FIELDS]
         return cls(
             sets[0].modality,
-            *(
-                np.concatenate([getattr(s, f) for s in sets])
-                for f in ("images", "masks", "subjects", "positions")
-            ),
+            *(None if any(a is None for a in p) else np.concatenate(p) for p in parts),
         )
+
+
+_ROW_FIELDS = ("images", "masks", "subjects", "positions", "labels", "voxel_ml")
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,11 @@ needs (`deployment_env`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from fedsynth.deploy.certs import ServerCertificates
@@ -63,6 +64,16 @@ def superlink_command(
     ]  # fmt: skip
 
 
+def simulation_superlink_command(port: int) -> list[str]:
+    """`flower-superlink --simulation` for runs on this machine only: loopback, plain HTTP
+    (nothing leaves the host), state in memory; each run goes to Flower's simulation runtime
+    (`flwr-simulation`, Ray backend) instead of SuperNodes."""
+    cmd = [flower_bin("flower-superlink"), "--simulation", "--insecure"]
+    return cmd + [
+        "--host", "127.0.0.1", "--port", str(port), "--disable-runtime-dependency-installation"
+    ]  # fmt: skip
+
+
 def node_config(
     data_dir: Path, site: str, state_dir: Path, epsilon_budget: float | None = None
 ) -> str:
@@ -101,13 +112,23 @@ def toml_value(value: bool | int | float | str) -> str:
     return json.dumps(str(value))
 
 
+def _assignments(config: Mapping[str, bool | int | float | str]) -> str:
+    return " ".join(f"{k}={toml_value(v)}" for k, v in config.items())
+
+
 def run_command(
-    app_dir: Path, connection: str, run_config: Mapping[str, bool | int | float | str]
+    app_dir: Path,
+    connection: str,
+    run_config: Mapping[str, bool | int | float | str],
+    federation_config: Mapping[str, bool | int | float | str] | None = None,
 ) -> list[str]:
-    """`flwr run APP CONNECTION --stream` with flat `FedsynthConfig` keys as run config."""
+    """`flwr run APP CONNECTION --stream` with flat `FedsynthConfig` keys as run config and,
+    for a simulation SuperLink, Flower's federation config (`num-supernodes`, …)."""
     cmd = [flower_bin("flwr"), "run", str(Path(app_dir).resolve()), connection, "--stream"]
     if run_config:
-        cmd += ["--run-config", " ".join(f"{k}={toml_value(v)}" for k, v in run_config.items())]
+        cmd += ["--run-config", _assignments(run_config)]
+    if federation_config:
+        cmd += ["--federation-config", _assignments(federation_config)]
     return cmd
 
 
@@ -122,12 +143,32 @@ def register_command(public_key: Path, connection: str) -> list[str]:
     ]
 
 
+@contextlib.contextmanager
+def flwr_home(path: Path) -> Iterator[None]:
+    """Flower's CLI helpers (`write_connection`) read $FLWR_HOME from this process's
+    environment: point it at `path` for the block."""
+    old = os.environ.get("FLWR_HOME")
+    os.environ["FLWR_HOME"] = str(path)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("FLWR_HOME")
+        else:
+            os.environ["FLWR_HOME"] = old
+
+
 def write_connection(name: str, address: str, ca_cert: Path | None) -> Path:
     """Add `[superlink.NAME]` to `$FLWR_HOME/config.toml` with Flower's own writer (Flower
-    reads connections only from there, not from pyproject.toml)."""
-    from flwr.cli.flower_config import write_superlink_connection
+    reads connections only from there, not from pyproject.toml). A new file gets this
+    connection as its default (Flower's own default file would come with a printed notice)."""
+    from flwr.cli.flower_config import write_flower_config, write_superlink_connection
     from flwr.cli.typing import SuperLinkConnection
     from flwr.supercore.utils import get_flwr_home
+
+    if not (get_flwr_home() / "config.toml").is_file():
+        get_flwr_home().mkdir(parents=True, exist_ok=True)
+        write_flower_config({"superlink": {"default": name}})
 
     if ca_cert is None:
         connection = SuperLinkConnection(name, address=address, insecure=True)

@@ -6,16 +6,15 @@ process it starts is stopped by PID (`stop_all`), every wait is bounded.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import subprocess
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 from fedsynth.deploy.certs import make_node_key, make_server_certificates
 from fedsynth.deploy.commands import (
     deployment_env,
+    flwr_home,
     node_config,
     register_command,
     run_command,
@@ -27,20 +26,6 @@ from fedsynth.deploy.processes import free_port, start, stop, wait_for
 
 APP = Path(__file__).resolve().parents[2]  # the source checkout holding pyproject.toml
 CONNECTION = "local"
-
-
-@contextlib.contextmanager
-def _flwr_home(path: Path) -> Iterator[None]:
-    """Flower's CLI helpers read $FLWR_HOME from this process's environment."""
-    old = os.environ.get("FLWR_HOME")
-    os.environ["FLWR_HOME"] = str(path)
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("FLWR_HOME")
-        else:
-            os.environ["FLWR_HOME"] = old
 
 
 class LocalFederation:
@@ -67,7 +52,7 @@ class LocalFederation:
         cmd = superlink_command(self.certs, self.port, self.database, "127.0.0.1")
         self.procs[name] = start(cmd, self.root / "logs" / f"{name}.log", self.env)
         wait_for(lambda: "Uvicorn running" in self.log(name), timeout, f"{name} to listen")
-        with _flwr_home(self.home):
+        with flwr_home(self.home):
             write_connection(CONNECTION, self.address, self.certs.ca_cert)
         return name
 

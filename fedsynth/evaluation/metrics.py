@@ -104,11 +104,18 @@ class SynthesisMetrics:
     def aggregate(self) -> dict[str, float]:
         """{"psnr_brain": mean, "psnr_brain_sd": sd, …, "subjects": n} over subjects."""
         rows = self.per_subject()
-        if not rows:
-            raise ValueError("no slices were added to the metrics")
-        out: dict[str, float] = {"subjects": float(len(rows))}
-        for key in next(iter(rows.values())):
-            values = np.array([r[key] for r in rows.values()], dtype=float)
-            out[key] = float(np.nanmean(values))
-            out[f"{key}_sd"] = float(np.nanstd(values, ddof=1)) if len(values) > 1 else 0.0
-        return out
+        return {"subjects": float(len(rows))} | summarise(rows)
+
+
+def summarise(rows: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Mean and sd (ddof 1) over subjects of every per-subject value; a subject's NaN (a value
+    it does not have, e.g. lesion metrics of a lesion-free subject) is left out."""
+    if not rows:
+        raise ValueError("no slices were added to the metrics")
+    out: dict[str, float] = {}
+    for key in dict.fromkeys(k for r in rows.values() for k in r):
+        values = np.array([r.get(key, np.nan) for r in rows.values()], dtype=float)
+        values = values[~np.isnan(values)]
+        out[key] = float(values.mean()) if len(values) else float("nan")
+        out[f"{key}_sd"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    return out

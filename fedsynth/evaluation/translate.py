@@ -1,11 +1,14 @@
 """Translate a whole NIfTI volume with a trained checkpoint, slice by slice.
 
 The input is validated and preprocessed exactly as training data are (`load_subject`: the
-rules of `fedsynth.data.validation`, RAS, foreground mask, percentile scaling, pad + resize);
-the synthetic slices are mapped back to the input's grid and orientation. Output: the input's
-shape, affine and header (units, description, qform/sform codes, voxel sizes), float32 in
-[0, 1] (the model's [-1, 1] mapped linearly: 0 is the darkest, 1 the brightest intensity of
-the training scale), background (outside the input's foreground mask) exactly 0.
+rules of `fedsynth.data.validation`, RAS, foreground mask, percentile scaling, pad + resize to
+the checkpoint's slice size, whatever the input's size); the synthetic slices are mapped back
+to the input's grid and orientation. The foreground is the given brain mask (a whole-head
+input is then translated inside the brain only, as a model trained on brain-masked slices
+expects), else the thresholded head. Output: the input's shape, affine and header (units,
+description, qform/sform codes, voxel sizes), float32 in [0, 1] (the model's [-1, 1] mapped
+linearly: 0 is the darkest, 1 the brightest intensity of the training scale), background
+(outside the foreground) exactly 0.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ def translate_volume(
     image_size: int | None = None,
     batch_size: int = 16,
     progress: bool = True,
+    mask_path: Path | None = None,
 ) -> Path:
     """Synthesise `target` from the volume at `source_path` and write it to `output`."""
     source_path = Path(source_path)
@@ -70,7 +74,8 @@ def translate_volume(
         )
 
     # The input is a one-volume subject: the same validation and preprocessing as training.
-    subject = load_subject(SubjectRecord(source_path.name, "", {source: source_path}), pre)
+    record = SubjectRecord(source_path.name, "", {source: source_path}, mask=mask_path)
+    subject = load_subject(record, pre)
     pipe = SlicePipeline(pre)
     images, _, box = pipe.subject_slices(subject)
     slices, volume = images[source], subject.volumes[source]

@@ -59,7 +59,7 @@ class PrivacyBudget:
         while hi - lo > 1:
             mid = (lo + hi) // 2
             lo, hi = (mid, hi) if eps(mid) <= self.epsilon else (lo, mid)
-        fits = lo if eps(lo) <= self.epsilon else 0
+        fits = lo  # by the invariant: 0 when even the steps already taken exceed the budget
         spent = eps(fits)
         message = (
             f"privacy budget reached: step {fits + 1} of {requested} would raise epsilon from "

@@ -36,7 +36,7 @@ def clip_factors(
     return (max_grad_norm / (norms + 1e-6)).clamp(max=1.0), norms
 
 
-def gaussian(shape: torch.Size, generator: torch.Generator, secure_mode: bool = False) -> Tensor:
+def gaussian(shape: torch.Size, generator: torch.Generator, secure_mode: bool) -> Tensor:
     """Standard normal noise. `secure_mode`: the sum of 2n = 4 draws divided by 2 (same
     distribution), Opacus's defence against floating-point attacks on one Gaussian draw
     (Holohan & Braghin 2021, §5.1; Jin et al. 2022)."""

@@ -15,9 +15,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 from fedsynth.config import FedsynthConfig  # noqa: E402
 from fedsynth.evaluation.comparison import comparison_markdown  # noqa: E402
 from fedsynth.evaluation.metrics import NORMALISATION  # noqa: E402
+from fedsynth.evaluation.outputs import (  # noqa: E402
+    BANDS_PNG,
+    REPORT_MD,
+    SUMMARY_JSON,
+    summary_markdown,
+)
+from fedsynth.server.rounds import VALIDATION  # noqa: E402
 from fedsynth.server.run_dir import RunDirectory  # noqa: E402
 
 BASELINES_FILE = "baselines.json"
+EVALUATION_DIR = "evaluation"  # written by `fedsynth evaluate RUN` (fedsynth.server.evaluation)
 
 
 def _series(rows: list[dict[str, Any]], key: str) -> dict[str, tuple[list[int], list[float]]]:
@@ -65,6 +73,39 @@ def federated_result(rows: list[dict[str, Any]]) -> dict[str, float]:
     if eps:
         result["epsilon"] = max(eps)
     return result
+
+
+def chosen_round(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The round whose global model scored best on the validation subjects (in-brain PSNR),
+    or None when no round was validated. GAN results oscillate round to round: this is the
+    checkpoint to use, chosen without looking at the test subjects."""
+    key = f"{VALIDATION}psnr_brain"
+    scored = [r for r in rows if key in r["server"]]
+    return max(scored, key=lambda r: r["server"][key]) if scored else None
+
+
+def _evaluation_section(run: RunDirectory) -> list[str]:
+    """The last checkpoint's full evaluation (`fedsynth evaluate RUN`), when it has been run:
+    the same tables as the evaluation's own report, linked to its files."""
+    summary = run.path / EVALUATION_DIR / SUMMARY_JSON
+    if not summary.is_file():
+        return [
+            "## Evaluation",
+            "",
+            f"Not run yet: `fedsynth evaluate {run.path}` adds downstream segmentation, "
+            "lesion fidelity and frequency error of the last checkpoint here.",
+            "",
+        ]
+    link = f"{EVALUATION_DIR}/{REPORT_MD}"
+    return [
+        "## Evaluation",
+        "",
+        f"Last checkpoint, held-out test subjects ([full report]({link})).",
+        "",
+        *summary_markdown(json.loads(summary.read_text())),
+        f"![k-space bands]({EVALUATION_DIR}/{BANDS_PNG})",
+        "",
+    ]
 
 
 def write_report(run: RunDirectory, cfg: FedsynthConfig) -> Path:
@@ -120,10 +161,21 @@ def write_report(run: RunDirectory, cfg: FedsynthConfig) -> Path:
                 "",
             ]
         results = {"federated": federated_result(rows)}
+        best = chosen_round(rows)
+        if best is not None:
+            name = f"federated, round {best['round']} (chosen on validation)"
+            results[name] = {k: v for k, v in best["server"].items() if "/" not in k}
+            lines += [
+                f"The last round is round {rows[-1]['round']}; round {best['round']} scored best "
+                f"on the validation subjects (checkpoint "
+                f"`{run.checkpoint_path(best['round']).relative_to(run.path)}`).",
+                "",
+            ]
         baselines = run.path / BASELINES_FILE
         if baselines.is_file():
             results |= json.loads(baselines.read_text())
         lines += ["## Comparison", "", comparison_markdown(results)]
+        lines += _evaluation_section(run)
         statuses = [
             f"- round {r['round']}, {site}: {v.get('train_status', 'no training reply')}"
             for r in rows

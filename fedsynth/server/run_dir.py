@@ -118,11 +118,12 @@ class RunDirectory:
             fh.write(json.dumps(row, default=float) + "\n")
 
     def metrics(self) -> list[dict[str, Any]]:
+        """Every complete line (one being written right now, without its newline, is not)."""
         if not self.metrics_file.is_file():
             return []
-        return [
-            json.loads(line) for line in self.metrics_file.read_text().splitlines() if line.strip()
-        ]
+        text = self.metrics_file.read_text()
+        lines = text.splitlines()[: text.count("\n")]
+        return [json.loads(line) for line in lines if line.strip()]
 
     def truncate_metrics(self, last_round: int) -> None:
         """Drop lines of rounds after `last_round` (a round that never checkpointed)."""

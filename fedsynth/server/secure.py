@@ -4,7 +4,8 @@ tensors so that the server never sees one site's update, only the sum.
 In Flower 1.41 SecAgg+ runs only on the legacy stack (`DefaultWorkflow(fit_workflow=
 SecAggPlusWorkflow(...))` over a `LegacyContext` with a legacy strategy), so this module is a
 thin adapter: the same configuration, start point, checkpoints, metrics and report as
-`fedsynth.server.app.run_federation` (through its `RoundRecorder`), only the aggregation differs.
+`fedsynth.server.app.run_federation` (through `fedsynth.server.rounds.RoundRecorder`), only the
+aggregation differs.
 Its client side is `fedsynth.client.secure`.
 
 Aggregation is plain weighted FedAvg over the shared tensors (weights = training slices), up to
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from flwr.app import Context, RecordDict
@@ -40,9 +41,7 @@ from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, Key
 from flwr.serverapp import Grid
 
 from fedsynth.config import FedsynthConfig
-
-if TYPE_CHECKING:  # fedsynth.server.app imports this module
-    from fedsynth.server.app import RoundRecorder
+from fedsynth.server.rounds import RoundRecorder, site_rows
 
 log = logging.getLogger(__name__)
 CLIPPING_RANGE = 8.0
@@ -92,8 +91,6 @@ class SecureFedAvg(FedAvg):
 
     def flush(self, evaluated: dict[int, dict] | None = None) -> None:
         """Record the pending round (with its evaluation replies, if any)."""
-        from fedsynth.server.app import site_rows
-
         for server_round, (shared, trained) in sorted(self.pending.items()):
             replies = {"train": trained, "evaluate": evaluated or {}}
             self.recorder.record(server_round, shared, site_rows(replies, self.names, self.nodes))

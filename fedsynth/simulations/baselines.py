@@ -28,10 +28,13 @@ MODES = ("source-as-is", "public-only", "centralized", "local")
 
 
 def train_site(
-    cfg: FedsynthConfig, site: SiteData, label: str, progress: bool = True, chunk: int = 10
+    cfg: FedsynthConfig, site: SiteData, label: str, progress: bool = False, chunk: int = 10
 ) -> tuple[SynthesisModel, dict[str, float]]:
     """Train a model for the whole run (`cfg.train.steps`) on one site's data, from random
-    weights or `train.init-checkpoint`; with `train.ema-decay` the result is the average."""
+    weights or `train.init-checkpoint`; with `train.ema-decay` the result is the average.
+
+    `progress` draws a progress bar on the terminal (the CLI asks for it); otherwise the
+    start and end of training are logged."""
     model = initial_model(cfg.model, cfg.train.seed, cfg.train.init_checkpoint)
     state: LocalState | None = None
     metrics: dict[str, float] = {}
@@ -41,6 +44,7 @@ def train_site(
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
+    log.info("training %s: %d steps", label, cfg.train.steps)
     with Progress(*columns, disable=not progress, transient=True) as bar:
         task = bar.add_task(f"training {label}", total=cfg.train.steps)
         while state is None or state.step < cfg.train.steps:
@@ -51,6 +55,7 @@ def train_site(
             if metrics.get("budget_exhausted"):
                 log.warning("%s: %s", label, state.stop_reason)
                 break
+    log.info("trained %s", label)
     if state is not None and state.ema is not None:
         load_ema(model, state.ema)
     return model, metrics
@@ -65,7 +70,7 @@ def run_baselines(
     sites: list[SiteData],
     out: Path,
     modes: tuple[str, ...] | None = None,
-    progress: bool = True,
+    progress: bool = False,
 ) -> dict[str, dict[str, float]]:
     """Train and evaluate each baseline; write checkpoints, sample grids and baselines.json.
 

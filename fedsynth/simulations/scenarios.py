@@ -41,6 +41,16 @@ PRIVATE_FINETUNE: dict[str, object] = {
     "train.ema-decay": 0.9,
 }
 
+# The smallest model that trains at all, on 32-px slices: for tests and quick benchmarks, where
+# a round's fixed costs matter and its quality does not.
+TINY_MODEL: dict[str, object] = {
+    "data.preprocess.image-size": 32,
+    "model.base-channels": 4,
+    "model.res-blocks": 1,
+    "model.disc-channels": 4,
+    "model.disc-layers": 2,
+}
+
 SCENARIOS: dict[str, dict[str, object]] = {
     # CycleGAN T1 → T2 over the three phantom hospitals, DP on.
     "phantom-3site": {

@@ -12,6 +12,7 @@ reference every update is compared with (as Flower's FedOpt does for its own ref
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -51,6 +52,11 @@ class ValidatedAggregation(FedAvg):
         (server_round, "train" | "evaluate") -> node_id -> {"status": "accepted" | "rejected"
         | "error", "reason": str, "metrics": {...}}: what each site answered, per round, so the
         server can report ε and status per site.
+    phase_times : dict[tuple[int, str], dict[str, float]]
+        (server_round, "train" | "evaluate") -> {"start": wall-clock time the phase began
+        (sampling nodes), "sent": the instructions were handed to the grid, "replied": the
+        replies were back}: the server's side of a
+        round's time line (its metrics line carries it; benchmarks/federation.py reads it).
     """
 
     def __init__(self, *, norm_factor: float = 10.0, norm_floor: float = 1e-3, **kwargs: Any):
@@ -63,19 +69,32 @@ class ValidatedAggregation(FedAvg):
         self.norm_floor = norm_floor
         self.rejections: list[Rejection] = []
         self.replies: dict[tuple[int, str], dict[int, dict[str, Any]]] = {}
+        self.phase_times: dict[tuple[int, str], dict[str, float]] = {}
         self._global_arrays: dict[str, np.ndarray] | None = None
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         """Remember the arrays sent this round: the reference for validation and dtypes."""
+        start = time.time()
         self._global_arrays = {key: array.numpy() for key, array in arrays.items()}
-        return super().configure_train(server_round, arrays, config, grid)
+        messages = list(super().configure_train(server_round, arrays, config, grid))
+        self.phase_times[(server_round, "train")] = {"start": start, "sent": time.time()}
+        return messages
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        start = time.time()
+        messages = list(super().configure_evaluate(server_round, arrays, config, grid))
+        self.phase_times[(server_round, "evaluate")] = {"start": start, "sent": time.time()}
+        return messages
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Drop invalid replies (logged, recorded), aggregate the rest with the Flower rule."""
+        self._replied(server_round, "train")
         if self._global_arrays is None:
             raise AggregationError("configure_train must run before aggregate_train")
         replies = list(replies)
@@ -97,9 +116,13 @@ class ValidatedAggregation(FedAvg):
         self, server_round: int, replies: Iterable[Message]
     ) -> MetricRecord | None:
         """Flower's evaluation aggregate, after noting each site's own metrics."""
+        self._replied(server_round, "evaluate")
         replies = list(replies)
         self._record(server_round, "evaluate", replies, [])
         return super().aggregate_evaluate(server_round, replies)
+
+    def _replied(self, server_round: int, phase: str) -> None:
+        self.phase_times.setdefault((server_round, phase), {})["replied"] = time.time()
 
     def _record(
         self, server_round: int, phase: str, replies: list[Message], rejected: list[Rejection]

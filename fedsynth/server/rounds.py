@@ -1,0 +1,146 @@
+"""What the server keeps of each finished round, whichever aggregation produced it (Flower's
+Message-API strategies in `fedsynth.server.app`, SecAgg+ in `fedsynth.server.secure`): the
+per-site rows, the checkpoint, the sample grid, the metrics line and the round's log line.
+
+Flower-free, so that both aggregation paths (and `fedsynth simulate`, which follows a run from
+its metrics file) share it without importing each other.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from fedsynth.config import FedsynthConfig
+from fedsynth.data.slices import SiteData
+from fedsynth.evaluation.evaluate import evaluate_translation, save_sample_grid
+from fedsynth.evaluation.metrics import SynthesisMetrics
+from fedsynth.models import SynthesisModel
+from fedsynth.server.run_dir import RunDirectory
+
+log = logging.getLogger(__name__)
+
+
+VALIDATION = "validation/"
+"""Prefix of the server's scores on the sites' validation subjects (what picks a round)."""
+
+
+def server_evaluation(
+    model: SynthesisModel, sites: Sequence[SiteData], cfg: FedsynthConfig
+) -> dict[str, float]:
+    """Global generators on every site's paired held-out test subjects, pooled per subject;
+    and, where sites have validation subjects, the same on those (keys `validation/…`)."""
+    pair = {cfg.model.source, cfg.model.target}
+    out = {}
+    for part, prefix in (("test", ""), ("validation", VALIDATION)):
+        metrics = SynthesisMetrics()
+        held = [getattr(s, part) for s in sites if pair <= set(getattr(s, part))]
+        for sets in held:  # sites holding both contrasts
+            evaluate_translation(model, sets, cfg.model.source, cfg.model.target, metrics)
+        if held:
+            out |= {prefix + k: v for k, v in metrics.aggregate().items()}
+    return out
+
+
+def site_rows(
+    replies: Mapping[str, Mapping[int, Mapping[str, Any]]],
+    names: dict[int, str],
+    nodes: dict[int, str],
+) -> dict[str, Any]:
+    """Per site: status, ε and evaluation metrics of one round, keyed by site name.
+
+    `replies[phase][node]` holds `status`, `reason` and `metrics` of one reply. Sites name
+    themselves by a numeric `site-id` in their metrics; `nodes` remembers which node was which
+    site, so an error reply (no metrics) is still put under its site's name.
+    """
+    rows: dict[str, Any] = {}
+    for phase in ("train", "evaluate"):
+        for node, reply in replies.get(phase, {}).items():
+            sid = reply["metrics"].get("site-id")
+            if sid is not None:
+                nodes[node] = names.get(int(sid), f"site-{int(sid)}")
+            row = rows.setdefault(nodes.get(node, f"node-{node}"), {"node": node})
+            row[f"{phase}_status"] = reply["status"] + (
+                f": {reply['reason']}" if reply["reason"] else ""
+            )
+            row |= {f"{phase}/{k}": v for k, v in reply["metrics"].items() if k != "site-id"}
+    return rows
+
+
+def round_line(row: Mapping[str, Any], total: int) -> str:
+    """One line per round: time, the server's evaluation, each site's status and ε."""
+    parts = [f"round {row['round']}/{total} ({row['seconds']:.0f} s)"]
+    server = row["server"]
+    if server:
+        parts.append(f"server PSNR {server['psnr_brain']:.2f} dB, SSIM {server['ssim_brain']:.3f}")
+    for name, site in sorted(row["sites"].items()):
+        eps = site.get("train/epsilon")
+        bit = f"{name}: {site.get('train_status', 'no reply').split(':')[0]}"
+        if eps is not None:
+            bit += f" ε={eps:.2f}"
+        parts.append(bit)
+    return " · ".join(parts)
+
+
+class RoundRecorder:
+    """What a finished round leaves in the run directory: the checkpoint (full model with the
+    aggregated shared tensors), the sample grid, the metrics line (with its `timings`), the log
+    line. Rounds are numbered across resumes (`done` + round)."""
+
+    def __init__(
+        self,
+        run: RunDirectory,
+        model: SynthesisModel,
+        cfg: FedsynthConfig,
+        eval_sites: Sequence[SiteData],
+        done: int,
+    ) -> None:
+        self.run, self.model, self.cfg = run, model, cfg
+        self.eval_sites, self.done = eval_sites, done
+        self.started = time.perf_counter()
+
+    def server_metrics(self, shared: Mapping[str, np.ndarray]) -> dict[str, float]:
+        """Load the aggregate into the server's model; evaluate it where the server has data."""
+        self.model.load_state_dict(self.model.state_with(shared), strict=True)
+        if self.eval_sites and self.cfg.federation.server_eval:
+            return server_evaluation(self.model, self.eval_sites, self.cfg)
+        return {}
+
+    def record(
+        self,
+        server_round: int,
+        shared: Mapping[str, np.ndarray],
+        sites: dict[str, Any],
+        timings: Mapping[str, Any] | None = None,
+    ) -> dict[str, float]:
+        """Write the round; `timings` (wall-clock times of the round's phases, see
+        `fedsynth.strategies.ValidatedAggregation.phase_times`) go into its metrics line."""
+        global_round = self.done + server_round
+        evaluated = time.perf_counter()
+        server = self.server_metrics(shared)
+        evaluated = time.perf_counter() - evaluated
+        self.run.save_round(global_round, self.model, self.cfg, dict(shared), {"server": server})
+        if self.eval_sites:
+            m = self.cfg.model
+            save_sample_grid(
+                self.model,
+                self.eval_sites[0].test,
+                m.source,
+                m.target,
+                self.run.samples / f"round-{global_round:04d}.png",
+                title=f"round {global_round} — {self.eval_sites[0].site}",
+            )
+        row = {
+            "round": global_round,
+            "seconds": time.perf_counter() - self.started,
+            "server": server,
+            "sites": sites,
+            "timings": {**(timings or {}), "server_eval_seconds": evaluated, "end": time.time()},
+        }
+        self.run.append_metrics(row)
+        log.info("%s", round_line(row, self.cfg.federation.num_rounds))
+        return server
