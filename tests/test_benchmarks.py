@@ -18,7 +18,7 @@ def test_benchmark_quick(script: Path, tmp_path: Path) -> None:
     out = tmp_path / f"{script.stem}.json"
     subprocess.run(
         [sys.executable, str(script), "--quick", "--out", str(out)],
-        check=True, cwd=BENCH, timeout=900, capture_output=True,
+        check=True, cwd=BENCH, timeout=1500, capture_output=True,
     )
     doc = json.loads(out.read_text())
     assert {"machine", "command", "date", "figures"} <= set(doc)

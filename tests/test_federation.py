@@ -358,3 +358,38 @@ def test_report_names_the_round_chosen_on_validation(data_root: Path, tmp_path: 
         f"round {best['round']} (chosen on validation)"
         in (tmp_path / "run" / "report.md").read_text()
     )
+
+
+def test_checkpoints_hold_the_sites_ema_weights_when_ema_is_on(
+    data_root: Path, tmp_path: Path
+) -> None:
+    """With train.ema-decay the sites send their round's moving average: the round's
+    checkpoint is the weighted mean of the sites' EMA generators, not of their last weights."""
+    from fedsynth.client.state_dir import SiteStateDir
+
+    cfg, sites = make(
+        data_root,
+        tmp_path / "run",
+        **{"train.ema-decay": 0.5, "federation.num-rounds": 1, "privacy.enabled": False},
+    )
+    run(cfg, sites)
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "round-0001.safetensors")
+    shared, aggregate = ckpt.meta["shared_keys"], ckpt.model.state_dict()
+    weights, emas, raws = [], [], []
+    for site in sites:
+        state_dir = SiteStateDir(tmp_path / "run" / "sites" / site.site)
+        emas.append(state_dir.load_state().ema)
+        raws.append(load_file(str(state_dir.model_file)))
+        weights.append(site.num_train_slices())
+
+    def mean(tensors: list) -> dict[str, np.ndarray]:
+        return {
+            k: sum(w * t[k].double().numpy() for w, t in zip(weights, tensors, strict=True))
+            / sum(weights)
+            for k in shared
+        }
+
+    from_ema, from_raw = mean(emas), mean(raws)
+    for key in shared:
+        np.testing.assert_allclose(aggregate[key].numpy(), from_ema[key], rtol=1e-4, atol=1e-6)
+    assert any(not np.allclose(from_ema[k], from_raw[k], atol=1e-6) for k in shared)
