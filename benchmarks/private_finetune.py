@@ -50,7 +50,7 @@ FULL = {
     "bootstrap": 1000,
 }
 QUICK = {
-    "subjects": 4,
+    "subjects": 6,
     "size": 32,
     "rounds": 1,
     "local_steps": 2,

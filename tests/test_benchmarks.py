@@ -16,10 +16,11 @@ SCRIPTS = sorted(p for p in BENCH.glob("*.py") if p.name != "common.py")
 @pytest.mark.parametrize("script", SCRIPTS, ids=[p.stem for p in SCRIPTS])
 def test_benchmark_quick(script: Path, tmp_path: Path) -> None:
     out = tmp_path / f"{script.stem}.json"
-    subprocess.run(
+    done = subprocess.run(
         [sys.executable, str(script), "--quick", "--out", str(out)],
-        check=True, cwd=BENCH, timeout=1500, capture_output=True,
+        cwd=BENCH, timeout=1500, capture_output=True, text=True,
     )
+    assert done.returncode == 0, f"{script.name} --quick failed:\n{done.stderr[-4000:]}"
     doc = json.loads(out.read_text())
     assert {"machine", "command", "date", "figures"} <= set(doc)
     assert doc["machine"]["cores"] >= 1 and "--quick" in doc["command"]

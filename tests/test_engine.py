@@ -336,3 +336,24 @@ def test_q_is_capped_at_one_and_zero_steps_report_no_time() -> None:
     assert metrics["lr"] == TRAIN.lr  # the rate of step 0, before any decay
     metrics, _ = train_local(build_model(tiny_config()), site(), big, privacy, state, steps=0)
     assert (metrics["steps"], metrics["global_step"], metrics["seconds_per_step"]) == (0, 1, 0)
+
+
+@pytest.mark.parametrize(
+    ("privacy", "subjects_per_modality", "warns"),
+    [(DP, 19, False), (DP, 10, False), (DP, 9, True), (NON_DP, 9, False),
+     (dataclasses.replace(DP, unit="slice"), 9, False)],
+    ids=["dp-38-subjects", "dp-20-subjects", "dp-18-subjects", "nondp", "slice-unit"],
+)
+def test_patient_level_dp_on_fewer_than_twenty_subjects_warns_once(
+    privacy: PrivacyConfig, subjects_per_modality: int, warns: bool, caplog
+) -> None:
+    """Two modalities whose subjects are distinct, one slice each: 2 × n patients (and 2 × n
+    slices, so slice-level DP would have fewer than twenty units too) at the site."""
+    model = build_model(tiny_config("cyclegan"))
+    data = site(("T1", "T2"), slices=subjects_per_modality, subjects=subjects_per_modality)
+    with caplog.at_level(logging.WARNING, logger="fedsynth.training.engine"):
+        _, state = train_local(model, data, TRAIN, privacy, steps=1)
+        train_local(model, data, TRAIN, privacy, steps=1, state=state)
+    expected = [f"site site0: {2 * subjects_per_modality} subjects for patient-level DP"]
+    found = [m[: len(expected[0])] for m in caplog.messages if "patient-level DP" in m]
+    assert found == (expected if warns else [])
