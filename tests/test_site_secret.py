@@ -99,3 +99,14 @@ def test_the_secret_and_the_rng_state_are_owner_only(cfg, tmp_path: Path) -> Non
         mode = stat.S_IMODE((tmp_path / "a" / name).stat().st_mode)
         assert mode == 0o600, (name, oct(mode))
     assert stat.S_IMODE((tmp_path / "a").stat().st_mode) == 0o700
+
+
+def test_a_site_without_dp_keeps_no_secret(cfg, tmp_path: Path) -> None:
+    site = Site(
+        cfg.replace(**{"privacy.enabled": False}),
+        SiteIdentity.of("hospA", tmp_path / "a", 0),
+        site_data(cfg, 0, None),
+    )
+    update(site, global_arrays(cfg))
+    assert (tmp_path / "a" / SiteStateDir.STATE).exists()
+    assert not (tmp_path / "a" / SiteStateDir.SECRET).exists()

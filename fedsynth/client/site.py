@@ -163,7 +163,8 @@ class Site:
             start,
             min(steps, remaining),
             proximal,
-            secret_seed=self.identity.state.secret_seed(),
+            # Only DP draws from the secret: a non-private site has none to keep.
+            secret_seed=self.identity.state.secret_seed() if self.cfg.privacy.enabled else None,
         )
         self.engine_seconds += time.perf_counter() - started
         self.save(state)
