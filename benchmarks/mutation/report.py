@@ -3,7 +3,8 @@
 Only the mutants `targets.txt` names count, per group (privacy, engine, site) and per module
 of `fedsynth/privacy/`. Killed counts mutmut's "killed" and "timeout"; survived counts
 "survived" and "no tests" (no fast test even runs the mutated function). The score is
-killed / (killed + survived). Run by `make mutation` after `mutmut run`; it lives outside
+killed / (killed + survived); `timeouts_GROUP` says how many kills were timeouts (a limit set
+too tight turns survivors into timeouts: read the score with it). Run by `make mutation` after `mutmut run`; it lives outside
 `benchmarks/*.py` because it needs mutmut's results, which `make bench` and the test suite
 never produce.
 """
@@ -22,7 +23,8 @@ sys.path.insert(0, str(HERE.parent))
 
 from common import write_result  # noqa: E402
 
-KILLED = {1, 3, 24, 36, -24, 152, 255}  # mutmut: test failure, pytest error, timeouts
+TIMEOUTS = {24, 36, -24, 152, 255}  # mutmut: wall-clock or CPU-time limit (SIGXCPU)
+KILLED = {1, 3} | TIMEOUTS  # and: test failure, pytest error
 SURVIVED = {0, 5, 33}  # mutmut: tests passed, or no test covers the function
 
 
@@ -51,15 +53,16 @@ def groups_of(name: str, patterns: list[tuple[str, str]]) -> list[str]:
 
 
 def figures(codes: dict[str, int | None], patterns: list[tuple[str, str]]) -> dict[str, float]:
-    killed, survived, other = Counter(), Counter(), Counter()
+    killed, survived, timeouts, other = Counter(), Counter(), Counter(), Counter()
     for name, code in codes.items():
         for group in groups_of(name, patterns):
             tally = killed if code in KILLED else survived if code in SURVIVED else other
             tally[group] += 1
+            timeouts[group] += code in TIMEOUTS
     out: dict[str, float] = {}
     for group in sorted(killed.keys() | survived.keys() | other.keys()):
         k, s = killed[group], survived[group]
-        out |= {f"killed_{group}": k, f"survived_{group}": s}
+        out |= {f"killed_{group}": k, f"survived_{group}": s, f"timeouts_{group}": timeouts[group]}
         if k + s:
             out[f"score_{group}"] = k / (k + s)
         if other[group]:
