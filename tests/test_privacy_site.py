@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from opacus.accountants import RDPAccountant
 from payload_oracle import EVALUATE_METRICS, TRAIN_METRICS, expected_shared_keys
 from synthetic_slices import slice_set
@@ -172,3 +173,44 @@ def test_a_site_without_the_pair_evaluates_nothing_under_the_same_keys(tmp_path:
     assert set(metrics) == EVALUATE_METRICS
     assert (metrics["num-examples"], metrics["site-id"]) == (0, 7)
     assert all(math.isnan(metrics[k]) for k in EVALUATE_METRICS - {"num-examples", "site-id"})
+
+
+def test_a_new_instruction_is_trained_not_replayed(tmp_path: Path) -> None:
+    """Replay only the same instruction of the same run: new weights, or the same weights in
+    another run (another `federation.run-dir`), are a new round."""
+    cfg = config()
+    arrays = global_arrays(cfg)
+    site = site_at(cfg, tmp_path / "a")
+    site.train_round(arrays)
+    site.train_round({k: v + 0.01 for k, v in arrays.items()})
+    assert site.state.step == 4 and len(site.identity.state.rounds()) == 2
+    other_run = config(**{"federation.run-dir": str(tmp_path / "other-run")})
+    elsewhere = site_at(other_run, tmp_path / "b")
+    elsewhere.train_round(arrays)
+    again = site_at(config(), tmp_path / "b")  # the state directory of that other run
+    again.train_round(arrays)
+    assert len(again.identity.state.rounds()) == 2
+
+
+def test_with_ema_the_reply_is_the_weight_average_not_the_last_weights(tmp_path: Path) -> None:
+    site = site_at(config(**{"train.ema-decay": 0.5}), tmp_path / "a")
+    site.train_round(global_arrays(config()))
+    reply, last = site.shared_arrays(), site.model.state_dict()
+    assert reply.keys() == site.state.ema.keys() & reply.keys() and reply
+    assert all(np.array_equal(reply[k], site.state.ema[k].numpy()) for k in reply)
+    assert any(not np.array_equal(reply[k], last[k].numpy()) for k in reply)
+
+
+def test_evaluate_scores_the_site_model_against_a_hand_computed_mae(tmp_path: Path) -> None:
+    """Whole-slice MAE, one slice per test subject: mean |G(T1) − T2| by hand."""
+    site = site_at(config(), tmp_path / "a")
+    site.receive(global_arrays(config()))
+    model = site.model.eval()
+    with torch.no_grad():
+        fake = model.G_AB(torch.from_numpy(PAIRED.images[:, None]))[:, 0].numpy()
+    target = DATA.test["T2"].images
+    expected = float(np.abs(fake - target).mean())
+    copied = float(np.abs(PAIRED.images - target).mean())
+    metrics = site.evaluate()
+    assert metrics["mae_whole"] == pytest.approx(expected, rel=1e-5)
+    assert abs(expected - copied) > 0.05  # the oracle tells the model from copying the source
