@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -199,6 +200,31 @@ def test_with_ema_the_reply_is_the_weight_average_not_the_last_weights(tmp_path:
     assert reply.keys() == site.state.ema.keys() & reply.keys() and reply
     assert all(np.array_equal(reply[k], site.state.ema[k].numpy()) for k in reply)
     assert any(not np.array_equal(reply[k], last[k].numpy()) for k in reply)
+
+
+def test_each_round_s_weight_average_starts_at_the_weights_received(tmp_path: Path) -> None:
+    """At decay 0.999 two steps barely move the average: round 2's reply sits at round 2's
+    global weights (shifted by 1 here), not at round 1's, where a carried-over average is."""
+    site = site_at(config(**{"train.ema-decay": 0.999}), tmp_path / "a")
+    first = global_arrays(config())
+    site.train_round(first)
+    second = {k: v + 1.0 for k, v in first.items()}
+    site.train_round(second)
+    reply = site.shared_arrays()
+    assert all(np.abs(reply[k] - second[k]).max() < 0.1 for k in second)
+
+
+def test_the_round_log_records_each_instruction_and_the_step_reached(tmp_path: Path) -> None:
+    cfg = config()
+    site = site_at(cfg, tmp_path / "a")
+    arrays = global_arrays(cfg)
+    started = time.perf_counter()
+    site.train_round(arrays)
+    assert 0 < site.engine_seconds <= time.perf_counter() - started
+    site.train_round({k: v + 0.01 for k, v in arrays.items()})
+    rows = site.identity.state.rounds()
+    assert [r["step"] for r in rows] == [2, 4]
+    assert rows[0]["input"] != rows[1]["input"] and rows[0]["digest"] != rows[1]["digest"]
 
 
 def test_evaluate_scores_the_site_model_against_a_hand_computed_mae(tmp_path: Path) -> None:
