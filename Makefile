@@ -8,6 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 MUTATION_VENV ?= .venv-mutation
 MUTATION_TARGETS := benchmarks/mutation/targets.txt
+MUTATION_WORKERS ?= 1
 export FLWR_HOME ?= $(CURDIR)/.flwr
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION = 1
 export MPLBACKEND = Agg
@@ -50,11 +51,12 @@ lint: install
 
 # Mutation testing of the privacy code (not CI: tens of minutes): mutmut mutates the targets
 # one at a time, the fast tests must fail; results/mutation.json has killed, survived and
-# score per module. One worker, niced: the machine is shared. `mutmut results` lists survivors.
+# score per module. One worker by default, niced: the machine is shared (MUTATION_WORKERS=2 on
+# an idle one). `mutmut results` lists survivors.
 mutation: $(MUTATION_VENV)/.installed
 	$(MUTATION_VENV)/bin/pip check
 	rm -rf mutants
-	OMP_NUM_THREADS=1 nice -n 15 $(MUTATION_VENV)/bin/mutmut run --max-children 1 \
+	OMP_NUM_THREADS=1 nice -n 15 $(MUTATION_VENV)/bin/mutmut run --max-children $(MUTATION_WORKERS) \
 		$$(awk '!/^#/ {print $$2}' $(MUTATION_TARGETS))
 	$(MUTATION_VENV)/bin/python benchmarks/mutation/report.py
 
