@@ -18,6 +18,7 @@ from fedsynth.data.config import PreprocessConfig
 from fedsynth.data.slices import SiteData
 from fedsynth.models import PLAYERS, build_model
 from fedsynth.privacy import PrivacyConfig
+from fedsynth.privacy.config import UNITS
 from fedsynth.training import SHAREABLE_METRICS, TrainConfig, train_local
 from fedsynth.training.engine import Proximal
 
@@ -245,6 +246,8 @@ def test_dp_releases_use_q_from_units_and_divide_by_the_expected_batch(
                 kwargs["noise_multiplier"],
                 kwargs["max_grad_norm"],
                 kwargs["secure_mode"],
+                kwargs["automatic"],
+                kwargs["multiplicity"],
             )
         )
         return real_release(model, player, batch, **kwargs)
@@ -255,13 +258,20 @@ def test_dp_releases_use_q_from_units_and_divide_by_the_expected_batch(
 
     monkeypatch.setattr(engine, "private_gradient", spy_release)
     monkeypatch.setattr(PrivacyAccountant, "step", spy_step)
-    secure = unit == "slice"
+    secure = unit == "slice"  # and flat clipping, one view; subjects: automatic, two views
+    views = 1 if secure else 2
     privacy = dataclasses.replace(
-        DP, unit=unit, noise_multiplier=1.3, max_grad_norm=0.7, secure_mode=secure
+        DP,
+        unit=unit,
+        noise_multiplier=1.3,
+        max_grad_norm=0.7,
+        secure_mode=secure,
+        clipping="flat" if secure else "automatic",
     )
     model = build_model(tiny_config())
-    train_local(model, site(slices=slices, subjects=subjects), TRAIN, privacy, steps=3)
-    expected = (pytest.approx(q * units), 1.3, 0.7, secure)
+    train = dataclasses.replace(TRAIN, augmentations=views)
+    train_local(model, site(slices=slices, subjects=subjects), train, privacy, steps=3)
+    expected = (pytest.approx(q * units), 1.3, 0.7, secure, not secure, views)
     assert releases == [(p, *expected) for _ in range(3) for p in PLAYERS]
     assert steps == [(p, 1.3, pytest.approx(q)) for _ in range(3) for p in PLAYERS]
 
@@ -351,9 +361,36 @@ def test_patient_level_dp_on_fewer_than_twenty_subjects_warns_once(
     slices, so slice-level DP would have fewer than twenty units too) at the site."""
     model = build_model(tiny_config("cyclegan"))
     data = site(("T1", "T2"), slices=subjects_per_modality, subjects=subjects_per_modality)
+    def warnings() -> list[str]:
+        return [m for m in caplog.messages if "patient-level DP" in m]
+
     with caplog.at_level(logging.WARNING, logger="fedsynth.training.engine"):
         _, state = train_local(model, data, TRAIN, privacy, steps=1)
+        first = warnings()
         train_local(model, data, TRAIN, privacy, steps=1, state=state)
-    expected = [f"site site0: {2 * subjects_per_modality} subjects for patient-level DP"]
-    found = [m[: len(expected[0])] for m in caplog.messages if "patient-level DP" in m]
-    assert found == (expected if warns else [])
+    n = 2 * subjects_per_modality
+    expected = [
+        f"site site0: {n} subjects for patient-level DP; q = {min(1, 4 / n):.2f} per release "
+        "spends ε fast (privacy.unit=slice gives the weaker slice-level guarantee)"
+    ]
+    assert first == warnings() == (expected if warns else [])
+
+
+def test_without_dp_the_unit_ema_and_dp_statistics_stay_out_and_lr_is_used() -> None:
+    """Non-DP training samples slices whatever `privacy.unit` says, keeps no weight average
+    at decay 0, reports no clipping statistics, and follows `train.lr`."""
+    by_unit = [_unified_run(TRAIN, dataclasses.replace(NON_DP, unit=u)) for u in UNITS]
+    assert same(*by_unit)
+    assert not same(by_unit[0], _unified_run(dataclasses.replace(TRAIN, lr=3e-3), NON_DP))
+    metrics, state = train_local(build_model(tiny_config()), site(), TRAIN, NON_DP, steps=1)
+    assert not state.ema and not any("clip_fraction" in k or "grad_norm" in k for k in metrics)
+
+
+def test_augmented_dp_training_is_reproducible_from_the_secret() -> None:
+    """Augmentation views are drawn from the site's generator, not torch's global RNG."""
+    train = dataclasses.replace(TRAIN, augmentations=2)
+    runs = []
+    for global_seed in (0, 1):
+        torch.manual_seed(global_seed)
+        runs.append(_unified_run(train, DP, secret_seed=4))
+    assert same(*runs)
