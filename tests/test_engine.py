@@ -394,3 +394,11 @@ def test_augmented_dp_training_is_reproducible_from_the_secret() -> None:
         torch.manual_seed(global_seed)
         runs.append(_unified_run(train, DP, secret_seed=4))
     assert same(*runs)
+
+
+def test_without_a_step_count_training_runs_to_the_configured_total() -> None:
+    train = dataclasses.replace(TRAIN, steps=3)
+    model = build_model(tiny_config())
+    _, state = train_local(model, site(), train, NON_DP, steps=1)
+    metrics, state = train_local(model, site(), train, NON_DP, state)
+    assert (metrics["steps"], state.step) == (2, 3)
