@@ -137,12 +137,15 @@ def test_release_is_the_oracle_clipped_sum_over_the_expected_batch() -> None:
     [(None, 1), (True, 1), (False, 2), (True, 2)],
     ids=["defaults", "automatic", "two-views", "automatic-two-views"],
 )
-def test_private_gradient_is_the_release_of_a_naive_loop(automatic: bool | None, views: int) -> None:
+def test_private_gradient_is_the_release_of_a_naive_loop(
+    automatic: bool | None, views: int
+) -> None:
     """Noise off, float64: one sample at a time, the mean of each unit's `views` consecutive
     gradients (augmentation multiplicity), clipped to min(1, C/‖g‖)·g — or C/(‖g‖ + 0.01)·g,
     automatic clipping (Bu et al. 2023) — summed and divided by the expected batch."""
     model = build_model(tiny_config("cyclegan")).double()
-    x = torch.rand(8, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    gen = torch.Generator().manual_seed(2)
+    x = torch.rand(8, 1, SIZE, SIZE, generator=gen, dtype=torch.float64)
     batch = model.make_batch({"T1": x[:4] * 2 - 1, "T2": x[4:] * 2 - 1}, torch.Generator())
     rows = naive_per_sample(model, "generators", batch)
     units = rows.reshape(-1, views, rows.shape[1]).mean(dim=1)

@@ -4,9 +4,9 @@ Only the mutants `targets.txt` names count, per group (privacy, engine, site) an
 of `fedsynth/privacy/`. Killed counts mutmut's "killed" and "timeout"; survived counts
 "survived" and "no tests" (no fast test even runs the mutated function). The score is
 killed / (killed + survived); `timeouts_GROUP` says how many kills were timeouts (a limit set
-too tight turns survivors into timeouts: read the score with it). Run by `make mutation` after `mutmut run`; it lives outside
-`benchmarks/*.py` because it needs mutmut's results, which `make bench` and the test suite
-never produce.
+too tight turns survivors into timeouts: read the score with it). Run by `make mutation`
+after `mutmut run`; it lives outside `benchmarks/*.py` because it needs mutmut's results,
+which `make bench` and the test suite never produce.
 """
 
 from __future__ import annotations
