@@ -3,8 +3,7 @@ paired test subjects (mean over subjects), every method with the same step budge
 
 Rows: source-as-is (the T1 slice scored as if it were the T2: the floor); centralized
 CycleGAN (all sites pooled); local-only CycleGAN per site and their mean; the unified
-any-to-any model (centralized, over the phantom's four contrasts, scored T1 → T2, at its own
-learning rate `UNIFIED_LR`); the
+any-to-any model (centralized, over the phantom's four contrasts, scored T1 → T2); the
 paired-L1 oracle (the same generator trained with L1 on *paired* slices of the training
 subjects: an upper bound only a phantom allows); federated CycleGAN without and with DP
 (Flower simulation, FedAvg of the generators, discriminators local).
@@ -41,7 +40,7 @@ from fedsynth.evaluation.metrics import SynthesisMetrics
 from fedsynth.privacy.calibrate import calibrate_sigma
 from fedsynth.server.report import federated_result
 from fedsynth.simulations.baselines import train_site
-from fedsynth.simulations.scenarios import SMALL_MODEL, UNIFIED_LR
+from fedsynth.simulations.scenarios import SMALL_MODEL
 from fedsynth.simulations.simulate import simulate
 from fedsynth.training.oracle import train_paired_oracle
 
@@ -179,7 +178,6 @@ def main() -> None:
             ucfg = cfg.replace(
                 **{
                     "model.kind": "unified",
-                    "train.lr": UNIFIED_LR,
                     "data.modalities": ",".join(modalities),
                 }
             )

@@ -6,9 +6,12 @@ a·x + b fitted (least squares, inside the brain) on the training subjects' pair
 phantom allows pairing them, so this is a generous baseline; pairwise CycleGAN, centralized
 (one per pair of contrasts, serving both directions); the unified model, centralized; the
 unified model federated over `phantom-hetero` (hospA T1/T2/FLAIR, hospB T1/PD, hospC T2/FLAIR:
-PD <-> T2 and PD <-> FLAIR exist at no single site); the unified model trained by each site
+PD <-> T2 and PD <-> FLAIR exist at no single site), at the round the server chose on the
+sites' validation subjects (mean PSNR over the directions they hold; the last round's mean is
+kept as `psnr_brain_unified_fed_hetero_last_mean`); the unified model trained by each site
 alone (local-only). Every model trains the same number of steps; unified rows are mean ± sd
-over `SEEDS`. All rows are scored on the same test subjects, which have all four contrasts.
+over `SEEDS`. All rows are scored on the same test subjects, which have all four contrasts and
+are disjoint from the validation subjects.
 """
 
 from __future__ import annotations
@@ -30,12 +33,13 @@ from fedsynth.data.slices import SiteData, SliceSet, pool_sites
 from fedsynth.data.splits import paired_training
 from fedsynth.evaluation.evaluate import evaluate_translation
 from fedsynth.models.checkpoint import load_checkpoint
+from fedsynth.server.report import chosen_round
 from fedsynth.simulations.baselines import train_site
 from fedsynth.simulations.scenarios import scenario_flat
 from fedsynth.simulations.simulate import simulate
 
-FULL = {"subjects": 8, "size": 64, "steps": 600, "rounds": 15, "seeds": (0, 1)}
-QUICK = {"subjects": 5, "size": 32, "steps": 2, "rounds": 1, "seeds": (0,)}
+FULL = {"subjects": 10, "size": 64, "steps": 600, "rounds": 15, "seeds": (0, 1)}
+QUICK = {"subjects": 7, "size": 32, "steps": 2, "rounds": 1, "seeds": (0,)}
 QUICK_MODEL = {
     "model.base-channels": 4,
     "model.res-blocks": 1,
@@ -92,6 +96,7 @@ def main() -> None:
                 "data.root": str(root / "phantom"),
                 "data.cache-dir": str(root / "cache"),
                 "data.preprocess.image-size": size["size"],
+                "data.validation-fraction": 0.1,
                 "train.steps": size["steps"],
                 "federation.num-rounds": size["rounds"],
                 "federation.local-steps": size["steps"] // size["rounds"],
@@ -124,7 +129,11 @@ def main() -> None:
             for s, t in ((a, b), (b, a)):
                 figures |= score(model, test, s, t, "pairwise")
 
-        runs: dict[str, list[dict[str, float]]] = {"unified": [], "unified_fed_hetero": []}
+        runs: dict[str, list[dict[str, float]]] = {
+            "unified": [],
+            "unified_fed_hetero": [],
+            "unified_fed_hetero_last": [],
+        }
         for seed in size["seeds"]:
             cfg = full.replace(**{"train.seed": seed, "data.site-modalities": ""})
             model, _ = train_site(cfg, pooled, f"unified seed {seed}", progress=False)
@@ -139,14 +148,16 @@ def main() -> None:
                 **{"train.seed": seed, "federation.run-dir": str(root / f"fed-{seed}")}
             )
             run = simulate(fed_cfg, cpus_per_site=1.0 / 3)
-            fed = load_checkpoint(run.checkpoint_path(run.last_round())).model
-            runs["unified_fed_hetero"].append(
-                {
-                    k: v
-                    for s, t in directions
-                    for k, v in score(fed, test, s, t, "unified_fed_hetero").items()
-                }
-            )
+            chosen = chosen_round(run.metrics())
+            for row, rnd in (
+                ("unified_fed_hetero", chosen["round"] if chosen else run.last_round()),
+                ("unified_fed_hetero_last", run.last_round()),
+            ):
+                fed = load_checkpoint(run.checkpoint_path(rnd)).model
+                runs[row].append(
+                    {k: v for s, t in directions for k, v in score(fed, test, s, t, row).items()}
+                    | {f"round_{row}": float(rnd)}
+                )
         for rows in runs.values():
             for key in rows[0]:
                 values = [r[key] for r in rows]
@@ -159,7 +170,7 @@ def main() -> None:
             for s, t in directions:
                 figures |= score(model, test, s, t, f"unified_local_{site.site}")
 
-    for row in ("source", "linear", "pairwise", "unified", "unified_fed_hetero"):
+    for row in ("source", "linear", "pairwise", "unified", *runs):
         figures[f"psnr_brain_{row}_mean"] = statistics.fmean(
             figures[f"psnr_brain_{row}_{s}_{t}"] for s, t in directions
         )

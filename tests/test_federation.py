@@ -311,6 +311,19 @@ def test_heterogeneous_sites_train_and_aggregate_a_unified_model(tmp_path: Path)
     # hospB holds no T2: it scores no T1 → T2 (no weight), the others do.
     assert row["sites"]["hospB"]["evaluate/num-examples"] == 0
     assert row["sites"]["hospA"]["evaluate/num-examples"] > 0
+    # The server scores every direction some site holds out, pooled over the sites holding
+    # both contrasts (here exactly one site per pair), and heads the row with their mean.
+    from fedsynth.evaluation.evaluate import evaluate_translation
+
+    expected = {}
+    for name, (a, b) in held.items():
+        test = next(s.test for s in data if s.site == name)
+        for s, t in ((a, b), (b, a)):
+            scored = evaluate_translation(after.model, test, s, t).aggregate()
+            expected[f"psnr_brain_{s}_{t}"] = scored["psnr_brain"]
+    server = row["server"]
+    assert {k: v for k, v in server.items() if k.count("_") == 3} == pytest.approx(expected)
+    assert server["psnr_brain"] == pytest.approx(sum(expected.values()) / 6)
 
 
 def test_round_timelines_for_profiling(data_root: Path, tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from fedsynth.config import FedsynthConfig
 from fedsynth.data.slices import SiteData
 from fedsynth.evaluation.evaluate import evaluate_translation, save_sample_grid
 from fedsynth.evaluation.metrics import SynthesisMetrics
+from fedsynth.evaluation.suite import served_directions
 from fedsynth.models import SynthesisModel
 from fedsynth.server.run_dir import RunDirectory
 
@@ -33,17 +34,46 @@ def server_evaluation(
     model: SynthesisModel, sites: Sequence[SiteData], cfg: FedsynthConfig
 ) -> dict[str, float]:
     """Global generators on every site's paired held-out test subjects, pooled per subject;
-    and, where sites have validation subjects, the same on those (keys `validation/…`)."""
-    pair = {cfg.model.source, cfg.model.target}
+    and, where sites have validation subjects, the same on those (keys `validation/…`).
+
+    A CycleGAN is scored on its configured direction. A unified model is scored on every
+    direction some site can score (both contrasts held out there): its headline keys are the
+    mean over those directions — so the round chosen on validation is the best any-to-any
+    model, not the best T1 → T2 one — and `psnr_brain_SRC_TGT` keeps each direction."""
     out = {}
     for part, prefix in (("test", ""), ("validation", VALIDATION)):
-        metrics = SynthesisMetrics()
-        held = [getattr(s, part) for s in sites if pair <= set(getattr(s, part))]
-        for sets in held:  # sites holding both contrasts
-            evaluate_translation(model, sets, cfg.model.source, cfg.model.target, metrics)
-        if held:
-            out |= {prefix + k: v for k, v in metrics.aggregate().items()}
+        held = [getattr(s, part) for s in sites]
+        summaries = {}
+        for source, target in scored_directions(model, cfg, held):
+            metrics = SynthesisMetrics()
+            for sets in held:  # sites holding both contrasts
+                if {source, target} <= set(sets):
+                    evaluate_translation(model, sets, source, target, metrics)
+            summaries[(source, target)] = metrics.aggregate()
+        if not summaries:
+            continue
+        keys = next(iter(summaries.values()))
+        out |= {prefix + k: float(np.mean([s[k] for s in summaries.values()])) for k in keys}
+        if model.needs_every_modality:
+            continue
+        out |= {
+            f"{prefix}psnr_brain_{source}_{target}": s["psnr_brain"]
+            for (source, target), s in summaries.items()
+        }
     return out
+
+
+def scored_directions(
+    model: SynthesisModel, cfg: FedsynthConfig, held: Sequence[Mapping[str, Any]]
+) -> list[tuple[str, str]]:
+    """The directions the server scores: the configured one, or (a model that trains on
+    whatever contrasts a site has: the unified one) every direction it serves among the
+    contrasts held out together at some site."""
+    if model.needs_every_modality:
+        pairs = [(cfg.model.source, cfg.model.target)]
+    else:
+        pairs = served_directions(model, model.config.modalities)
+    return [(s, t) for s, t in pairs if any({s, t} <= set(sets) for sets in held)]
 
 
 def site_rows(
