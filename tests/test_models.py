@@ -80,6 +80,26 @@ def test_unified_output_depends_on_the_target_code_through_every_block() -> None
             assert torch.count_nonzero(param) == 0, name
 
 
+def test_unified_output_keeps_the_source_background_and_synthesises_the_rest() -> None:
+    """Where the source is background (-1) the output is -1; elsewhere it is the generator's
+    own output for that code (the raw network, called directly)."""
+    model = build_model(tiny_config("unified"))
+    x = images(2)
+    x[0, 0, :, :10] = -1.0
+    x[1, 0, 5:9, 5:9] = -1.0
+    background = x == -1.0
+    with torch.no_grad():
+        out = model.translate(x, "T1", "PD")
+        planes = torch.zeros(2, 3, SIZE, SIZE)
+        planes[:, 2] = 1.0  # PD is label 2 of (T1, T2, PD)
+        code = torch.tensor([[0.0, 0.0, 1.0, 1.0, 0.0, 0.0]] * 2)  # target PD ⊕ source T1
+        raw = model.G(torch.cat([x, planes], dim=1), code)
+    assert background.sum() == 10 * SIZE + 16
+    assert (out[background] == -1.0).all()
+    assert (raw[background] != -1.0).all()  # the raw network would not give background
+    torch.testing.assert_close(out[~background], raw[~background])
+
+
 def test_unified_discriminator_judges_each_image_with_its_own_modality_head() -> None:
     model = build_model(tiny_config("unified"))
     x = images(3)

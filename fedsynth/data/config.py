@@ -8,6 +8,8 @@ from pathlib import Path
 from fedsynth.data.layouts import LAYOUTS, normalise_modality
 
 PARTITIONS = ("by-site", "iid", "dirichlet")
+BACKGROUND = -1.0
+"""The value of every preprocessed voxel outside the foreground (the bottom of [-1, 1])."""
 
 
 @dataclass(frozen=True)
@@ -16,9 +18,9 @@ class PreprocessConfig:
 
     Intensities: per volume, the `lower_percentile`..`upper_percentile` range of the voxels
     inside the foreground mask maps linearly to [-1, 1] (clipped); voxels outside the mask
-    are set to -1. Slices: axial (RAS z), cropped in-plane to the foreground bounding box plus
-    `crop_margin` voxels, kept when at least `min_foreground` of the slice is foreground,
-    padded to square and resized to `image_size` × `image_size`.
+    are set to BACKGROUND (-1). Slices: axial (RAS z), cropped in-plane to the foreground
+    bounding box plus `crop_margin` voxels, kept when at least `min_foreground` of the slice
+    is foreground, padded to square and resized to `image_size` × `image_size`.
     """
 
     image_size: int = 64

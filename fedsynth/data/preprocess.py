@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from fedsynth.data.config import PreprocessConfig
+from fedsynth.data.config import BACKGROUND, PreprocessConfig
 from fedsynth.data.layouts import DatasetError, SubjectRecord
 from fedsynth.data.validation import Volume, check_same_grid, read_volume
 
@@ -175,7 +175,7 @@ class SlicePipeline:
         )
         # MONAI takes percentiles over the whole array: give it the foreground only.
         scaled = np.asarray(scaler(torch.from_numpy(fg)), dtype=np.float32)
-        out = np.full(volume.shape, -1.0, dtype=np.float32)
+        out = np.full(volume.shape, BACKGROUND, dtype=np.float32)
         out[mask] = scaled
         return out
 
@@ -188,9 +188,10 @@ class SlicePipeline:
         masks = self.to_slices(subject.mask[box].astype(np.float32), fill=0.0, nearest=True) > 0.5
         images = {}
         for modality, vol in subject.volumes.items():
-            slices = self.to_slices(self.scale(vol.data, subject.mask, vol.path)[box], fill=-1.0)
+            scaled = self.scale(vol.data, subject.mask, vol.path)[box]
+            slices = self.to_slices(scaled, fill=BACKGROUND)
             np.clip(slices, -1.0, 1.0, out=slices)  # resizing blurs edges: background is
-            slices[~masks] = -1.0  # exactly -1 again
+            slices[~masks] = BACKGROUND  # exactly -1 again
             images[modality] = slices
         return images, masks, box
 

@@ -1,9 +1,13 @@
 """A ResNet generator conditioned in every block (StarGAN v2-style conditioning, Choi et al.
 2020; FiLM, Perez et al. 2018): after each normalisation, features are scaled and shifted by
-an affine function of a code — here the one-hot target and source modalities. A generator fed
-the code only as input planes can learn to ignore it (measured: over four contrasts the
-unified model's classification loss stayed above ln 4); modulating every block cannot be
-ignored as easily. DP-safe like `networks`: per-sample, no batch statistics."""
+an affine function of a code — here the one-hot target and source modalities, and a style
+vector a small mapping network makes of them (StarGAN v2's mapping network, without the
+latent). A generator fed the code only as input planes can learn to ignore it (measured: over
+four contrasts the unified model's classification loss stayed above ln 4); modulating every
+block cannot be ignored as easily. The style lets a direction be more than the sum of its
+target's and its source's modulations (one-hot codes alone only add them up); measured on a
+public phantom, without it one seed in five collapsed to one output per target. DP-safe like
+`networks`: per-sample, no batch statistics."""
 
 from __future__ import annotations
 
@@ -11,6 +15,9 @@ import torch
 from torch import Tensor, nn
 
 from fedsynth.models.networks import ACTIVATIONS, ConvBlock
+
+STYLE = 32
+"""Width of the mapping network's style vector."""
 
 
 class FiLM(nn.Module):
@@ -66,7 +73,10 @@ class ConditionalResnetGenerator(nn.Module):
         norm: str,
     ) -> None:
         super().__init__()
-        k = code_size
+        self.mapping = nn.Sequential(
+            nn.Linear(code_size, STYLE), nn.ReLU(), nn.Linear(STYLE, STYLE), nn.ReLU()
+        )
+        k = code_size + STYLE
         blocks: list[nn.Module] = [
             CondBlock(k, in_channels, base_channels, 7, reflect=3, norm=norm, act="relu")
         ]
@@ -84,6 +94,7 @@ class ConditionalResnetGenerator(nn.Module):
         self.head = ConvBlock(ch, 1, 7, reflect=3, act="tanh")
 
     def forward(self, x: Tensor, code: Tensor) -> Tensor:
+        style = torch.cat([code, self.mapping(code)], dim=1)
         for block in self.body:
-            x = block(x, code)
+            x = block(x, style)
         return self.head(x)

@@ -15,8 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from fedsynth.data.config import BACKGROUND
+
 MAX_SHIFT = 4
-BACKGROUND = -1.0
 
 
 def _view(image: Tensor, flip: bool, dy: int, dx: int) -> Tensor:
