@@ -324,6 +324,8 @@ def test_heterogeneous_sites_train_and_aggregate_a_unified_model(tmp_path: Path)
     server = row["server"]
     assert {k: v for k, v in server.items() if k.count("_") == 3} == pytest.approx(expected)
     assert server["psnr_brain"] == pytest.approx(sum(expected.values()) / 6)
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "- model: unified any-to-any over T1/T2/PD (server scores: the mean over" in report
 
 
 def test_round_timelines_for_profiling(data_root: Path, tmp_path: Path) -> None:

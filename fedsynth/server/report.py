@@ -21,6 +21,7 @@ from fedsynth.evaluation.outputs import (  # noqa: E402
     SUMMARY_JSON,
     summary_markdown,
 )
+from fedsynth.models import model_class  # noqa: E402
 from fedsynth.server.rounds import VALIDATION  # noqa: E402
 from fedsynth.server.run_dir import RunDirectory  # noqa: E402
 
@@ -112,8 +113,14 @@ def write_report(run: RunDirectory, cfg: FedsynthConfig) -> Path:
     rows = run.metrics()
     lines = [f"# fedsynth run `{run.path.name}`", ""]
     p, m, f = cfg.privacy, cfg.model, cfg.federation
+    served = (
+        f"{m.source} → {m.target}"
+        if model_class(m.kind).needs_every_modality
+        else f"any-to-any over {'/'.join(m.modalities)} (server scores: the mean over the "
+        "directions sites hold out)"
+    )
     lines += [
-        f"- model: {m.kind} {m.source} → {m.target}, {m.image_size} px; strategy {f.strategy}, "
+        f"- model: {m.kind} {served}, {m.image_size} px; strategy {f.strategy}, "
         f"shared: {f.share}{' (norm layers local)' if f.keep_norm_local else ''}",
         "- privacy: "
         + (
