@@ -46,7 +46,7 @@ from fedsynth.evaluation.suite import (
 )
 from fedsynth.models.checkpoint import load_checkpoint
 from fedsynth.simulations.baselines import train_site
-from fedsynth.simulations.scenarios import SMALL_MODEL
+from fedsynth.simulations.scenarios import SMALL_MODEL, TINY_MODEL
 from fedsynth.simulations.simulate import simulate
 
 RECIPE: dict[str, object] = SMALL_MODEL | {
@@ -79,12 +79,6 @@ QUICK = {
     "resolution": 2,
     "plan": ((32, "FLAIR", 4, 5, ("centralized",)),),
     "rounds": 2,
-}
-QUICK_MODEL = {
-    "model.base-channels": 4,
-    "model.res-blocks": 1,
-    "model.disc-channels": 4,
-    "model.disc-layers": 2,
 }
 MEASURES = (
     "dice_csf",
@@ -167,7 +161,7 @@ def main() -> None:
             suffix = f"t1_{target.lower()}_{size}px"
             flat = (
                 RECIPE
-                | (QUICK_MODEL if args.quick else {})
+                | (TINY_MODEL if args.quick else {})
                 | {
                     "data.root": str(root / "phantom"),
                     "data.cache-dir": str(root / "cache"),

@@ -30,7 +30,7 @@ from common import RESULTS, parser, write_result
 from fedsynth.cli import quiet_flower
 from fedsynth.config import FedsynthConfig
 from fedsynth.data.phantom import PhantomConfig, generate_phantom
-from fedsynth.simulations.scenarios import scenario_config
+from fedsynth.simulations.scenarios import TINY_MODEL, scenario_config
 from fedsynth.simulations.sweep import ATTACKS, Setting, run_sweep
 
 FULL = {
@@ -54,12 +54,6 @@ QUICK = {
     "dp_batch": 8,
     "budgets": (8.0,),
     "bootstrap": 100,
-}
-QUICK_MODEL = {
-    "model.base-channels": 4,
-    "model.res-blocks": 1,
-    "model.disc-channels": 4,
-    "model.disc-layers": 2,
 }
 DELTA = 1e-5
 
@@ -85,7 +79,7 @@ def main() -> None:
             root / "phantom",
             progress=False,
         )
-        flat = (QUICK_MODEL if args.quick else {}) | {
+        flat = (TINY_MODEL if args.quick else {}) | {
             "data.root": str(root / "phantom"),
             "data.cache-dir": str(root / "cache"),
             "data.preprocess.image-size": size["size"],

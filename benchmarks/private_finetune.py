@@ -38,7 +38,7 @@ from fedsynth.data.pipeline import prepare_sites
 from fedsynth.pretrained import PHANTOM_WARM_START
 from fedsynth.simulations.baselines import run_baselines
 from fedsynth.simulations.pretrain import pretrain, public_phantom
-from fedsynth.simulations.scenarios import PRIVATE_FINETUNE, scenario_config
+from fedsynth.simulations.scenarios import PRIVATE_FINETUNE, TINY_MODEL, scenario_config
 from fedsynth.simulations.sweep import ATTACKS, Setting, run_sweep
 
 FULL = {
@@ -57,13 +57,7 @@ QUICK = {
     "budgets": (8.0,),
     "bootstrap": 50,
 }
-QUICK_MODEL = {
-    "model.base-channels": 4,
-    "model.res-blocks": 1,
-    "model.disc-channels": 4,
-    "model.disc-layers": 2,
-    "train.batch-size": 4,
-}
+QUICK_MODEL = TINY_MODEL | {"train.batch-size": 4}
 DELTA = 1e-5
 METRICS = ("psnr_brain", "ssim_brain", "mae_brain")
 

@@ -40,7 +40,7 @@ from fedsynth.evaluation.metrics import SynthesisMetrics
 from fedsynth.privacy.calibrate import calibrate_sigma
 from fedsynth.server.report import federated_result
 from fedsynth.simulations.baselines import train_site
-from fedsynth.simulations.scenarios import SMALL_MODEL
+from fedsynth.simulations.scenarios import SMALL_MODEL, TINY_MODEL
 from fedsynth.simulations.simulate import simulate
 from fedsynth.training.oracle import train_paired_oracle
 
@@ -73,12 +73,6 @@ QUICK = {
     "dp_lr": 1e-3,
     "epsilon": 8.0,
     "max_grad_norm": 1.0,
-}
-QUICK_MODEL = {
-    "model.base-channels": 4,
-    "model.res-blocks": 1,
-    "model.disc-channels": 4,
-    "model.disc-layers": 2,
 }
 DELTA = 1e-5
 METRICS = ("psnr_brain", "ssim_brain", "mae_brain")
@@ -125,7 +119,7 @@ def main() -> None:
             )
         flat = (
             RECIPE
-            | (QUICK_MODEL if args.quick else {})
+            | (TINY_MODEL if args.quick else {})
             | {
                 "data.root": str(root / "phantom"),
                 "data.cache-dir": str(root / "cache"),

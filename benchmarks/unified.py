@@ -35,17 +35,11 @@ from fedsynth.evaluation.evaluate import evaluate_translation
 from fedsynth.models.checkpoint import load_checkpoint
 from fedsynth.server.report import chosen_round
 from fedsynth.simulations.baselines import train_site
-from fedsynth.simulations.scenarios import scenario_flat
+from fedsynth.simulations.scenarios import TINY_MODEL, scenario_flat
 from fedsynth.simulations.simulate import simulate
 
 FULL = {"subjects": 10, "size": 64, "steps": 600, "rounds": 15, "seeds": (0, 1)}
 QUICK = {"subjects": 7, "size": 32, "steps": 2, "rounds": 1, "seeds": (0,)}
-QUICK_MODEL = {
-    "model.base-channels": 4,
-    "model.res-blocks": 1,
-    "model.disc-channels": 4,
-    "model.disc-layers": 2,
-}
 METRICS = ("psnr_brain", "ssim_brain", "mae_brain")
 
 
@@ -91,7 +85,7 @@ def main() -> None:
         )
         base = (
             scenario_flat("phantom-hetero")
-            | (QUICK_MODEL if args.quick else {})
+            | (TINY_MODEL if args.quick else {})
             | {
                 "data.root": str(root / "phantom"),
                 "data.cache-dir": str(root / "cache"),
