@@ -69,6 +69,11 @@ def score(model, test: dict[str, SliceSet], s: str, t: str, prefix: str) -> dict
     return {f"{m}_{prefix}_{s}_{t}": summary[m] for m in METRICS}
 
 
+def score_all(model, test: dict[str, SliceSet], directions, prefix: str) -> dict[str, float]:
+    """`score` over every direction."""
+    return {k: v for s, t in directions for k, v in score(model, test, s, t, prefix).items()}
+
+
 def main() -> None:
     args = training_benchmark_args(__doc__)
     size = QUICK if args.quick else FULL
@@ -105,8 +110,8 @@ def main() -> None:
             m: SliceSet.concat([paired_training(cache, s, mods)[m] for s in sites]) for m in mods
         }
         linear = fit_linear(pairs, directions)
-        for s, t in directions:
-            figures |= score(None, test, s, t, "source") | score(linear, test, s, t, "linear")
+        figures |= score_all(None, test, directions, "source")
+        figures |= score_all(linear, test, directions, "linear")
 
         for a, b in itertools.combinations(mods, 2):
             pair_cfg = full.replace(
@@ -131,13 +136,7 @@ def main() -> None:
         for seed in size["seeds"]:
             cfg = full.replace(**{"train.seed": seed, "data.site-modalities": ""})
             model, _ = train_site(cfg, pooled, f"unified seed {seed}", progress=False)
-            runs["unified"].append(
-                {
-                    k: v
-                    for s, t in directions
-                    for k, v in score(model, test, s, t, "unified").items()
-                }
-            )
+            runs["unified"].append(score_all(model, test, directions, "unified"))
             fed_cfg = hetero.replace(
                 **{"train.seed": seed, "federation.run-dir": str(root / f"fed-{seed}")}
             )
@@ -149,8 +148,7 @@ def main() -> None:
             ):
                 fed = load_checkpoint(run.checkpoint_path(rnd)).model
                 runs[row].append(
-                    {k: v for s, t in directions for k, v in score(fed, test, s, t, row).items()}
-                    | {f"round_{row}": float(rnd)}
+                    score_all(fed, test, directions, row) | {f"round_{row}": float(rnd)}
                 )
         for rows in runs.values():
             for key in rows[0]:
@@ -161,8 +159,7 @@ def main() -> None:
         hetero_sites, _ = prepare_sites(hetero.data, progress=False)
         for site in hetero_sites:
             model, _ = train_site(hetero, site, f"local {site.site}", progress=False)
-            for s, t in directions:
-                figures |= score(model, test, s, t, f"unified_local_{site.site}")
+            figures |= score_all(model, test, directions, f"unified_local_{site.site}")
 
     for row in ("source", "linear", "pairwise", "unified", *runs):
         figures[f"psnr_brain_{row}_mean"] = statistics.fmean(
