@@ -97,7 +97,7 @@ ROW_NAMES = {REAL_TARGET: "real", SOURCE_AS_IS: "source"}
 
 def federated_model(cfg: FedsynthConfig, run_dir: Path, sites: int):
     """One Flower simulation; the final global model from the run's last checkpoint."""
-    cfg = cfg.replace(**{"federation.run-dir": str(run_dir), "federation.min-nodes": sites})
+    cfg = cfg.evolve(federation={"run_dir": Path(run_dir), "min_nodes": sites})
     run = simulate(cfg, baselines=False, cpus_per_site=1.0 / sites)
     return load_checkpoint(run.checkpoint_path(run.last_round())).model
 
@@ -175,7 +175,7 @@ def main() -> None:
                     "federation.local-steps": steps // rounds,
                 }
             )
-            cfg = FedsynthConfig().replace(**flat)
+            cfg = FedsynthConfig.from_flat(flat)
             with timed(f"data_{suffix}"):
                 sites, cache = prepare_sites(cfg.data, progress=False)
                 pooled = pool_sites(sites)

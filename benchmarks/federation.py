@@ -90,7 +90,7 @@ def main() -> None:
         cfg = make_config(root, work, n, rounds, steps)
         run = simulate_measured(cfg, cores)
         figures |= overhead_figures(run)
-        payload_cfg = run["cfg"].replace(**{"federation.run-dir": str(work / "payload")})
+        payload_cfg = run["cfg"].evolve(federation={"run_dir": work / "payload"})
         figures |= byte_figures(payload_cfg, n)
         if args.quick:
             figures |= scale_figures(run)  # at 2 sites: round time and memory

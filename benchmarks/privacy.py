@@ -93,16 +93,16 @@ def main() -> None:
         }
         base: FedsynthConfig = scenario_config("phantom-3site", flat)
         ratio = size["dp_batch"] // size["batch"]
-        dp = {
-            "train.batch-size": size["dp_batch"],
-            "federation.local-steps": max(1, size["local_steps"] // ratio),
-        }
+        private = base.evolve(
+            train={"batch_size": size["dp_batch"]},
+            federation={"local_steps": max(1, size["local_steps"] // ratio)},
+        )
         settings = [Setting(noise=0.0)] + [Setting(epsilon=e) for e in size["budgets"]]
         rows = run_sweep(
             base,
             settings,
             root / "sweep",
-            dp,
+            private,
             bootstrap=size["bootstrap"],
             cpus_per_site=1.0 / size["sites"],
         )

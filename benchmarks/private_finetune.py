@@ -81,18 +81,18 @@ def warm_start(work: Path, quick: bool, base: FedsynthConfig) -> Path:
     """The packaged warm start, or (quick) a tiny one pretrained here."""
     if not quick:
         return PHANTOM_WARM_START
-    cfg = base.replace(**{"train.steps": 4, "data.seed": 100, "data.cache-dir": str(work / "pc")})
+    cfg = base.evolve(train={"steps": 4}, data={"seed": 100, "cache_dir": work / "pc"})
     root = public_phantom(work / "public", 3, cfg, progress=False)
-    return pretrain(cfg.replace(**{"data.root": str(root)}), work / "pretrain", "phantom", False)
+    return pretrain(cfg.evolve(data={"root": root}), work / "pretrain", "phantom", False)
 
 
-CANDIDATES = {
+CANDIDATES: dict[str, dict[str, dict]] = {
     "recipe": {},
-    "all_weights": {"model.trainable": "all"},
-    "flat_clipping": {"privacy.clipping": "flat"},
-    "no_ema": {"train.ema-decay": 0.0},
-    "augment_x2": {"train.augmentations": 2},
-    "lr_5e-4": {"train.lr": 5e-4},
+    "all_weights": {"model": {"trainable": "all"}},
+    "flat_clipping": {"privacy": {"clipping": "flat"}},
+    "no_ema": {"train": {"ema_decay": 0.0}},
+    "augment_x2": {"train": {"augmentations": 2}},
+    "lr_5e-4": {"train": {"lr": 5e-4}},
 }
 """One-at-a-time departures from PRIVATE_FINETUNE, compared by --select on public data."""
 
@@ -131,14 +131,14 @@ def select_recipe(work: Path, quick: bool) -> dict[str, float]:
         },
     )
     checkpoint = warm_start(work, quick, base)
-    base = base.replace(**{"train.init-checkpoint": str(checkpoint)})
+    base = base.evolve(train={"init_checkpoint": checkpoint})
     sites, _ = prepare_sites(base.data, progress=False)
     figures: dict[str, float] = {}
     for name, change in CANDIDATES.items():
-        cfg = base.replace(**change)
+        cfg = base.evolve(**change)
         q = max_sample_rate(cfg, sites)
         sigma = calibrate_sigma(8.0, DELTA, q, steps, cfg.privacy.accountant)
-        cfg = cfg.replace(**{"privacy.noise-multiplier": sigma})
+        cfg = cfg.evolve(privacy={"noise_multiplier": sigma})
         result = run_baselines(cfg, sites, work / "select" / name, ("centralized",), False)
         figures |= {f"{k}_{name}": result["centralized"][k] for k in METRICS}
     figures["psnr_brain_public_only"] = run_baselines(
@@ -186,10 +186,12 @@ def main() -> None:
         }
         scratch = scenario_config("phantom-3site", flat)
         checkpoint = warm_start(work, args.quick, scratch)
-        finetune = scratch.replace(
-            **PRIVATE_FINETUNE
+        finetune = scenario_config(
+            "phantom-3site",
+            flat
+            | PRIVATE_FINETUNE
             | ({"train.batch-size": 4} if args.quick else {})
-            | {"train.init-checkpoint": str(checkpoint)}
+            | {"train.init-checkpoint": str(checkpoint)},
         )
         sites, _ = prepare_sites(finetune.data, progress=False)
         before = run_baselines(

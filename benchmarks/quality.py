@@ -89,7 +89,7 @@ def scored(model, test: dict[str, SliceSet], cfg: FedsynthConfig, into=None) -> 
 
 def run_federated(cfg: FedsynthConfig, run_dir: Path, sites: int) -> dict[str, float]:
     """One Flower simulation; the server's pooled evaluation of the final global model."""
-    cfg = cfg.replace(**{"federation.run-dir": str(run_dir), "federation.min-nodes": sites})
+    cfg = cfg.evolve(federation={"run_dir": Path(run_dir), "min_nodes": sites})
     # All sites train at once, one thread each, sharing the machine's cores.
     run = simulate(cfg, baselines=False, cpus_per_site=1.0 / sites)
     return federated_result(run.metrics())
@@ -132,7 +132,7 @@ def main() -> None:
                 "federation.local-steps": steps // rounds,
             }
         )
-        cfg = FedsynthConfig().replace(**flat)
+        cfg = FedsynthConfig.from_flat(flat)
         sites, cache = prepare_sites(cfg.data, progress=False)
         pooled = pool_sites(sites)
         figures["steps"] = steps
@@ -169,12 +169,7 @@ def main() -> None:
             figures |= rows("local_mean", local.aggregate())
 
         with timed("unified"):
-            ucfg = cfg.replace(
-                **{
-                    "model.kind": "unified",
-                    "data.modalities": ",".join(modalities),
-                }
-            )
+            ucfg = cfg.evolve(model={"kind": "unified"}, data={"modalities": tuple(modalities)})
             usites, _ = prepare_sites(ucfg.data, progress=False)
             upooled = pool_sites(usites)
             model, _ = train_site(ucfg, upooled, "unified", progress=False)

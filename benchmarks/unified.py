@@ -114,14 +114,10 @@ def main() -> None:
         figures |= score_all(linear, test, directions, "linear")
 
         for a, b in itertools.combinations(mods, 2):
-            pair_cfg = full.replace(
-                **{
-                    "model.kind": "cyclegan",
-                    "train.lr": 2e-3,
-                    "model.source": a,
-                    "model.target": b,
-                    "data.site-modalities": "",
-                }
+            pair_cfg = full.evolve(
+                model={"kind": "cyclegan", "source": a, "target": b},
+                train={"lr": 2e-3},
+                data={"site_modalities": ""},
             )
             pair_data = SiteData("pooled", {m: pooled.train[m] for m in (a, b)}, pooled.test)
             model, _ = train_site(pair_cfg, pair_data, f"cyclegan {a}-{b}", progress=False)
@@ -134,11 +130,11 @@ def main() -> None:
             "unified_fed_hetero_last": [],
         }
         for seed in size["seeds"]:
-            cfg = full.replace(**{"train.seed": seed, "data.site-modalities": ""})
+            cfg = full.evolve(train={"seed": seed}, data={"site_modalities": ""})
             model, _ = train_site(cfg, pooled, f"unified seed {seed}", progress=False)
             runs["unified"].append(score_all(model, test, directions, "unified"))
-            fed_cfg = hetero.replace(
-                **{"train.seed": seed, "federation.run-dir": str(root / f"fed-{seed}")}
+            fed_cfg = hetero.evolve(
+                train={"seed": seed}, federation={"run_dir": root / f"fed-{seed}"}
             )
             run = simulate(fed_cfg, cpus_per_site=1.0 / 3)
             chosen = chosen_round(run.metrics())

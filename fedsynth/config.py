@@ -14,13 +14,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fedsynth.data.config import DataConfig, PreprocessConfig
+from fedsynth.flat import Scalar, build, flatten
 from fedsynth.models.config import ModelConfig
 from fedsynth.privacy.config import PrivacyConfig
 from fedsynth.training.config import TrainConfig
@@ -33,7 +34,11 @@ DERIVED_KEYS = {
     "model.modalities": "data.modalities",
 }
 """Model facts stored once, in the data section: flat key -> the key it is derived from."""
-Scalar = bool | int | float | str
+
+
+def derived_model_fields(data: DataConfig) -> dict[str, Any]:
+    """The model facts that belong to the data section (their one owner)."""
+    return {"image_size": data.preprocess.image_size, "modalities": data.modalities}
 
 
 @dataclass(frozen=True)
@@ -116,6 +121,12 @@ class FederationConfig:
         return self.num_rounds * self.local_steps
 
     @property
+    def run_path(self) -> Path:
+        """The run's directory: the one resumed, else `run_dir`. Server and simulated sites
+        derive it alike from the same run config (sites keep their state under it)."""
+        return self.run_dir if self.resume_from is None else self.resume_from
+
+    @property
     def shared_groups(self) -> tuple[str, ...]:
         return ("generators",) if self.share == "generators" else ("generators", "discriminators")
 
@@ -132,12 +143,9 @@ class FedsynthConfig:
     federation: FederationConfig = field(default_factory=FederationConfig)
 
     def __post_init__(self) -> None:
-        model = dataclasses.replace(
-            self.model,
-            image_size=self.data.preprocess.image_size,
-            modalities=self.data.modalities,
-        )
-        object.__setattr__(self, "model", model)
+        derived = derived_model_fields(self.data)
+        if any(getattr(self.model, k) != v for k, v in derived.items()):
+            object.__setattr__(self, "model", dataclasses.replace(self.model, **derived))
 
     @property
     def federated_train(self) -> TrainConfig:
@@ -148,7 +156,7 @@ class FedsynthConfig:
     def to_flat(self) -> dict[str, Scalar]:
         """`section.field-name` -> scalar (tuples comma-joined, None as ""), derived keys left
         out."""
-        return {k: v for k, v in _flatten(self, "").items() if k not in DERIVED_KEYS}
+        return {k: v for k, v in flatten(self, "").items() if k not in DERIVED_KEYS}
 
     @classmethod
     def from_flat(cls, flat: typing.Mapping[str, Any]) -> FedsynthConfig:
@@ -158,92 +166,30 @@ class FedsynthConfig:
             raise ValueError(
                 "; ".join(f"{k} is derived from {DERIVED_KEYS[k]}: set that" for k in given)
             )
-        data = _build(DataConfig, dict(flat), "data.")
-        derived = {
-            "model.image-size": data.preprocess.image_size,
-            "model.modalities": ",".join(data.modalities),
-        }
-        return _build(cls, dict(flat) | derived, "")
+        flat = dict(flat)
+        data = build(DataConfig, flat, "data.")
+        model = build(ModelConfig, flat, "model.", derived_model_fields(data))
+        return build(cls, flat, "", {"data": data, "model": model})
 
-    def replace(self, **flat: Any) -> FedsynthConfig:
-        """A copy with some flat keys changed: `cfg.replace(**{"model.kind": "unified"})`."""
-        return FedsynthConfig.from_flat(self.to_flat() | flat)
+    def evolve(self, **sections: Mapping[str, Any]) -> FedsynthConfig:
+        """A copy with typed fields of some sections changed (no flat round trip):
+        `cfg.evolve(privacy={"enabled": False}, federation={"min_nodes": 2})`.
+
+        Args:
+            sections: section name (data, model, train, privacy, federation) -> field -> value.
+
+        Returns:
+            The new config; derived facts (the model's image size and modalities) follow.
+        """
+        changed = {
+            name: dataclasses.replace(getattr(self, name), **fields)
+            for name, fields in sections.items()
+        }
+        return dataclasses.replace(self, **changed)
 
     def digest(self) -> str:
         """Short hash of every setting: names a configuration in checkpoints and caches."""
         return hashlib.sha256(json.dumps(self.to_flat(), sort_keys=True).encode()).hexdigest()[:12]
-
-
-def _key(prefix: str, name: str) -> str:
-    return f"{prefix}{name.replace('_', '-')}"
-
-
-def _flatten(obj: Any, prefix: str) -> dict[str, Scalar]:
-    out: dict[str, Scalar] = {}
-    for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
-        key = _key(prefix, f.name)
-        if dataclasses.is_dataclass(value):
-            out |= _flatten(value, f"{key}.")
-        elif isinstance(value, tuple):
-            out[key] = ",".join(str(v) for v in value)
-        elif value is None:
-            out[key] = ""
-        elif isinstance(value, Path):
-            out[key] = str(value)
-        else:
-            out[key] = value
-    return out
-
-
-def _build(cls: type, flat: dict[str, Any], prefix: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    kwargs: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        key = _key(prefix, f.name)
-        kind = hints[f.name]
-        if dataclasses.is_dataclass(kind):
-            kwargs[f.name] = _build(kind, flat, f"{key}.")
-        elif key in flat:
-            kwargs[f.name] = _parse(flat.pop(key), kind, key)
-    if not prefix and flat:
-        raise ValueError(f"unknown config key {', '.join(repr(k) for k in sorted(flat))}")
-    return cls(**kwargs)
-
-
-def _parse(value: Any, kind: Any, key: str) -> Any:
-    """A flat scalar as the field's type (`int | None`, `tuple[str, ...]`, `Path`, …)."""
-    args = typing.get_args(kind)
-    if typing.get_origin(kind) in (typing.Union, types.UnionType):
-        if value in ("", None):
-            return None
-        kind = next(a for a in args if a is not type(None))
-        args = typing.get_args(kind)
-    try:
-        if typing.get_origin(kind) is tuple:
-            items = value.split(",") if isinstance(value, str) else list(value)
-            return tuple(
-                _parse(v.strip() if isinstance(v, str) else v, args[0], key) for v in items
-            )
-        if kind is bool:
-            if isinstance(value, str):
-                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError(value)
-                return value.lower() in ("true", "1", "yes")
-            return bool(value)
-        if kind is int:
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError(value)
-            return int(value)
-        if kind is float:
-            return float(value)
-        if kind is Path:
-            return Path(value)
-        return str(value)
-    except (TypeError, ValueError) as err:
-        raise ValueError(
-            f"config {key}={value!r}: expected {getattr(kind, '__name__', kind)}"
-        ) from err
 
 
 __all__ = [

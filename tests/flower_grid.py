@@ -8,7 +8,8 @@ turns an exception in the ClientApp into an error reply.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import pytest
 from flwr.app import Context, Error, Message, RecordDict
@@ -62,7 +63,8 @@ class FakeGrid(Grid):
 
 
 class ClientAppGrid(FakeGrid):
-    """Node i runs `client_app` with node config `node_configs[i]`; `replies` keeps every
+    """Node i runs `client_app` with node config `node_configs[i]` and the run's config
+    `run_config` (as Flower gives every node of a run the same one); `replies` keeps every
     reply as sent (before the strategy touches it), and `tamper(node, instruction, reply)`
     may replace one."""
 
@@ -71,6 +73,8 @@ class ClientAppGrid(FakeGrid):
         client_app: ClientApp,
         node_configs: list[dict],
         tamper: Callable[[int, Message, Message], Message] | None = None,
+        *,
+        run_config: Mapping[str, Any],
     ) -> None:
         super().__init__(
             list(range(100, 100 + len(node_configs))), client=lambda n, m: RecordDict()
@@ -78,7 +82,11 @@ class ClientAppGrid(FakeGrid):
         self.app = client_app
         self.contexts = {
             node: Context(
-                run_id=1, node_id=node, node_config=cfg, state=RecordDict(), run_config={}
+                run_id=1,
+                node_id=node,
+                node_config=cfg,
+                state=RecordDict(),
+                run_config=dict(run_config),
             )
             for node, cfg in zip(self.node_ids, node_configs, strict=True)
         }

@@ -16,6 +16,7 @@ from payload_oracle import expected_shared_keys, unexpected_metrics
 
 from fedsynth.client.rounds import arrays_digest
 from fedsynth.client.state_dir import SiteStateDir
+from fedsynth.config import FedsynthConfig
 from fedsynth.deploy.certs import make_node_key, make_server_certificates
 from fedsynth.deploy.commands import node_config, run_command
 from fedsynth.deploy.local import LocalFederation
@@ -24,7 +25,9 @@ from fedsynth.models.checkpoint import load_checkpoint
 from fedsynth.simulations.scenarios import TINY_MODEL
 
 SITES = ("hospA", "hospB", "hospC")
-TINY = TINY_MODEL | {
+# The whole run config on top of pyproject's (the demo's recipe, whose 64-px warm start does
+# not fit the tiny model): FedsynthConfig's defaults, slice-level DP from scratch, tiny sizes.
+TINY = FedsynthConfig().to_flat() | {"privacy.unit": "slice"} | TINY_MODEL | {
     "train.batch-size": 4,
     "federation.local-steps": 1,
     "federation.num-rounds": 2,

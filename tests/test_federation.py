@@ -61,7 +61,7 @@ def run(cfg, sites, node_configs=None, tamper=None) -> ClientAppGrid:
     nodes = node_configs or [
         {"partition-id": i, "num-partitions": len(sites)} for i in range(len(sites))
     ]
-    grid = ClientAppGrid(client_app, nodes, tamper)
+    grid = ClientAppGrid(client_app, nodes, tamper, run_config=cfg.to_flat())
     run_federation(grid, cfg, sites, {i: s.site for i, s in enumerate(sites)})
     return grid
 
@@ -133,6 +133,30 @@ def test_payload_audit(data_root: Path, tmp_path: Path, flat, groups, norm_local
             assert all(set(r.content.array_records) == set() for _, r in phase_replies)
 
 
+def test_instructions_carry_no_key_the_site_reads_from_its_run_config(
+    data_root: Path, tmp_path: Path
+) -> None:
+    """Train and evaluate instructions hold the weights and per-message values only: Flower's
+    round (and FedProx's μ), the rounds done before a resume; never a config key."""
+    cfg, sites = make(data_root, tmp_path / "run", **{"federation.strategy": "fedprox",
+                                                      "federation.proximal-mu": 0.1})
+    grid = run(cfg, sites)
+    run_keys = set(cfg.to_flat())
+    seen = set()
+    for msg in grid.instructions:
+        assert set(msg.content.config_records) == {"config"}
+        config = msg.content["config"]
+        assert not set(config) & run_keys
+        seen |= set(config)
+        assert config["round-offset"] == 0 and config["server-round"] in (1, 2)
+    assert seen == {"server-round", "round-offset", "proximal-mu"}
+    # A site refuses an instruction that tries to configure it.
+    msg = grid.instructions[0]
+    msg.content["config"]["privacy.enabled"] = False
+    reply = grid.answer(msg)
+    assert reply.has_error() and "not per-message values" in reply.error.reason
+
+
 def _rows(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
@@ -147,15 +171,13 @@ def test_resume_continues_from_the_last_checkpoint(data_root: Path, tmp_path: Pa
     run(cfg, sites)
     checkpoints = tmp_path / "run" / "checkpoints"
     round2 = load_checkpoint(checkpoints / "round-0002.safetensors").model.state_dict()
-    longer = cfg.replace(
-        **{"federation.num-rounds": 3, "federation.resume-from": str(tmp_path / "run")}
-    )
+    longer = cfg.evolve(federation={"num_rounds": 3, "resume_from": tmp_path / "run"})
     for key, array in _first_train_arrays(run(longer, sites)).items():
         np.testing.assert_array_equal(array, round2[key].numpy())
     assert [r["round"] for r in _rows(tmp_path / "run")] == [1, 2, 3]
     assert (checkpoints / "round-0003.safetensors").is_file()
     with pytest.raises(ValueError, match="not a fedsynth run directory"):
-        run(cfg.replace(**{"federation.resume-from": str(tmp_path / "empty")}), sites)
+        run(cfg.evolve(federation={"resume_from": tmp_path / "empty"}), sites)
     for ckpt in checkpoints.glob("*.safetensors"):
         ckpt.write_bytes(b"truncated")  # no complete checkpoint left
     with pytest.raises(ValueError, match="no complete checkpoint"):
@@ -171,7 +193,7 @@ def test_resume_skips_a_corrupt_last_checkpoint(data_root: Path, tmp_path: Path)
     round1 = load_checkpoint(checkpoints / "round-0001.safetensors").model.state_dict()
     lost = _rows(tmp_path / "run")[1]
     (checkpoints / "round-0002.safetensors").write_bytes(b"truncated")
-    again = cfg.replace(**{"federation.resume-from": str(tmp_path / "run")})
+    again = cfg.evolve(federation={"resume_from": tmp_path / "run"})
     for key, array in _first_train_arrays(run(again, sites)).items():
         np.testing.assert_array_equal(array, round1[key].numpy())
     rows = _rows(tmp_path / "run")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
-from opacus.accountants import PRVAccountant, RDPAccountant
+from opacus.accountants import PRVAccountant, RDPAccountant, create_accountant
 from synthetic_slices import SIZE, slice_set, tiny_config
 
 from fedsynth.models import PLAYERS, build_model
@@ -23,6 +25,7 @@ from fedsynth.privacy import (
     private_gradient,
 )
 from fedsynth.privacy.calibrate import calibrate_sigma
+from fedsynth.privacy.config import ACCOUNTANTS
 from fedsynth.privacy.dp_sgd import clip_factors
 
 
@@ -245,7 +248,86 @@ def test_two_players_compose_to_more_than_one(mechanism: str, opacus_cls: type) 
     for _ in range(10):
         one.step("generators", 1.0, 0.05)
         one.step("discriminators", 1.0, 0.05)
-    assert ahead == pytest.approx(one.epsilon(1e-5), rel=1e-9)
+    assert ahead == one.epsilon(1e-5)  # the look-ahead is the history stepping leaves
+
+
+def releases(steps: range) -> dict[str, list[tuple[float, float]]]:
+    """Each player's (σ, q) per step, as `run_accountant` makes them."""
+    sigmas = [1.1 if i < 30 else 1.3 for i in steps]
+    return {
+        "generators": [(s, 0.05) for s in sigmas],
+        "discriminators": [(s, 0.04) for s in sigmas],
+    }
+
+
+def stepped_opacus(opacus_cls: type, per_player: dict[str, list[tuple[float, float]]]):
+    """The oracle: one Opacus accountant stepped through every release of the generators,
+    then every release of the discriminators (the composition of the two histories)."""
+    reference = opacus_cls()
+    for player in PLAYERS:
+        for sigma, q in per_player[player]:
+            reference.step(noise_multiplier=sigma, sample_rate=q)
+    return reference
+
+
+OPACUS = [("rdp", RDPAccountant), ("prv", PRVAccountant)]
+
+
+@pytest.mark.parametrize("delta", [1e-3, 1e-7])
+@pytest.mark.parametrize(("mechanism", "opacus_cls"), OPACUS, ids=["rdp", "prv"])
+def test_epsilon_at_a_non_default_delta_is_opacus_at_that_delta(
+    mechanism: str, opacus_cls: type, delta: float
+) -> None:
+    """δ ≠ 1e-5 (the default), so an accountant that ignored its δ fails; the σ change at
+    step 30 makes multi-entry histories. Now and with a 5-step look-ahead."""
+    accountant = run_accountant(mechanism, range(40))
+    done = releases(range(40))
+    expected = stepped_opacus(opacus_cls, done).get_epsilon(delta=delta)
+    assert accountant.epsilon(delta) == pytest.approx(expected, rel=1e-9)
+    per_step = {"generators": (1.3, 0.05), "discriminators": (1.3, 0.04)}
+    later = {p: done[p] + [per_step[p]] * 5 for p in PLAYERS}
+    expected_ahead = stepped_opacus(opacus_cls, later).get_epsilon(delta=delta)
+    assert accountant.epsilon(delta, per_step, 5) == pytest.approx(expected_ahead, rel=1e-9)
+
+
+@pytest.mark.parametrize("mechanism", ACCOUNTANTS)
+def test_epsilon_falls_as_delta_grows(mechanism: str) -> None:
+    accountant = run_accountant(mechanism, range(40))
+    low, default, high = (accountant.epsilon(d) for d in (1e-3, 1e-5, 1e-7))
+    assert 0 < low < default < high
+
+
+def test_accountant_names_are_mechanisms_of_the_opacus_registry() -> None:
+    for name in ACCOUNTANTS:
+        assert create_accountant(mechanism=name).mechanism() == name
+        assert PrivacyAccountant(name).epsilon(1e-5) == 0.0
+
+
+def test_validating_a_config_imports_no_opacus() -> None:
+    """Opacus costs seconds in every fresh process; a config is validated in all of them."""
+    code = (
+        "import sys\n"
+        "from fedsynth.privacy.config import PrivacyConfig\n"
+        "PrivacyConfig(accountant='prv', epsilon_budget=3.0)\n"
+        "assert not [m for m in sys.modules if m.split('.')[0] == 'opacus'], 'opacus imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_a_format_1_state_file_written_before_still_loads(tmp_path) -> None:
+    """Sites have state on disk: the JSON written by earlier releases (format 1) is read."""
+    path = tmp_path / "accountant.json"
+    path.write_text(
+        '{"format": 1, "mechanism": "rdp", "unit": "slice", "players": {'
+        '"generators": [[1.1, 0.05, 30], [1.3, 0.05, 10]], '
+        '"discriminators": [[1.1, 0.04, 30], [1.3, 0.04, 10]]}}'
+    )
+    accountant = PrivacyAccountant.load(path)
+    assert (accountant.mechanism, accountant.unit) == ("rdp", "slice")
+    assert accountant.history("generators") == [(1.1, 0.05, 30), (1.3, 0.05, 10)]
+    assert accountant.state_dict() == json.loads(path.read_text())
+    expected = stepped_opacus(RDPAccountant, releases(range(40))).get_epsilon(delta=1e-3)
+    assert accountant.epsilon(1e-3) == pytest.approx(expected, rel=1e-9)
 
 
 def test_budget_stops_before_the_step_that_would_exceed_it() -> None:

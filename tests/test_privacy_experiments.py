@@ -78,7 +78,7 @@ def overfitted_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         PhantomConfig(sites=1, subjects_per_site=4, modalities=("T1", "T2"), seed=0),
         root / "phantom", progress=False,
     )
-    cfg = FedsynthConfig().replace(**{
+    cfg = FedsynthConfig.from_flat({
         "data.root": str(root / "phantom"), "data.cache-dir": str(root / "cache"),
         "data.test-fraction": 0.5, "data.preprocess.image-size": 32,
         "model.base-channels": 8, "model.res-blocks": 2, "model.downsamplings": 1,
@@ -93,14 +93,14 @@ def overfitted_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run.create(cfg)
     state = model.state_dict()
     shared = {k: state[k].numpy() for k in model.shared_keys(cfg.federation.shared_groups)}
-    run.save_round(1, model, cfg, shared, {})
+    run.save_round(1, model, cfg.data.preprocess, cfg.digest(), shared, {})
     local = SiteStateDir.of_site(site.site, None, run.path).model_file
     save_checkpoint(local, model, cfg.data.preprocess)
     return run.path
 
 
 def test_audit_catches_an_overfitted_model(overfitted_run: Path) -> None:
-    reference = RunDirectory(overfitted_run).config().replace(**{"train.steps": 30})
+    reference = RunDirectory(overfitted_run).config().evolve(train={"steps": 30})
     doc = audit_run(overfitted_run, reference=reference, bootstrap=300)
     attacks = doc["attacks"]
     assert set(attacks) == {

@@ -5,6 +5,7 @@ names with values from the config, the data and Opacus; replays, budgets, refuse
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import time
 from pathlib import Path
@@ -55,6 +56,15 @@ def global_arrays(cfg: FedsynthConfig) -> dict[str, np.ndarray]:
     return {k: state[k].numpy() for k in expected_shared_keys(model, "cyclegan", ["generators"])}
 
 
+def _sha256(arrays: dict[str, np.ndarray]) -> str:
+    """The oracle of a round's `input` digest: SHA-256 over name, dtype, shape and bytes."""
+    h = hashlib.sha256()
+    for key in sorted(arrays):
+        value = np.ascontiguousarray(arrays[key])
+        h.update(f"{key}:{value.dtype.str}:{value.shape}".encode() + value.tobytes())
+    return h.hexdigest()
+
+
 def opacus_epsilon(steps: int) -> float:
     """Two releases (G and D) per step at σ = 1, q = Q."""
     reference = RDPAccountant()
@@ -67,7 +77,7 @@ def test_train_reply_is_the_allow_list_with_hand_checked_values(tmp_path: Path) 
     cfg = config()
     arrays = global_arrays(cfg)
     site = site_at(cfg, tmp_path / "a")
-    metrics = site.train_round(arrays)
+    metrics = site.train_round(arrays, 1)
     assert set(metrics) == TRAIN_METRICS
     lr = cfg.train.lr  # step 1 of 4 is before the linear decay starts (half-way)
     expected = {
@@ -90,10 +100,10 @@ def test_a_round_asked_again_is_replayed_and_the_run_ends_after_its_steps(
     cfg = config()
     arrays = global_arrays(cfg)
     first = site_at(cfg, tmp_path / "a")
-    metrics = first.train_round(arrays)
+    metrics = first.train_round(arrays, 1)
     update = first.shared_arrays()
     restarted = site_at(cfg, tmp_path / "a")  # a fresh process, same state directory
-    assert restarted.train_round(arrays) == metrics
+    assert restarted.train_round(arrays, 1) == metrics
     assert caplog.messages == ["site hospA: round already trained, replaying its reply"]
     assert restarted.state.step == 2 and len(restarted.identity.state.rounds()) == 1
     assert all(np.array_equal(restarted.shared_arrays()[k], update[k]) for k in update)
@@ -108,7 +118,7 @@ def test_a_budget_stops_the_round_early_and_refuses_the_next(tmp_path: Path) -> 
     budget = (opacus_epsilon(1) + opacus_epsilon(2)) / 2  # one step fits, two do not
     cfg = config(**{"privacy.epsilon-budget": budget})
     site = site_at(cfg, tmp_path / "a")
-    metrics = site.train_round(global_arrays(cfg))
+    metrics = site.train_round(global_arrays(cfg), 1)
     assert (metrics["steps"], metrics["budget_exhausted"]) == (1, 1)
     assert metrics["epsilon-left"] == pytest.approx(budget - opacus_epsilon(1), rel=1e-9)
     with pytest.raises(BudgetExhausted, match="privacy budget reached"):
@@ -117,7 +127,7 @@ def test_a_budget_stops_the_round_early_and_refuses_the_next(tmp_path: Path) -> 
 
 def test_a_non_private_one_round_reply_has_no_privacy_figures(tmp_path: Path) -> None:
     cfg = config(**{"privacy.enabled": False, "federation.num-rounds": 1})
-    metrics = site_at(cfg, tmp_path / "a").train_round(global_arrays(cfg))
+    metrics = site_at(cfg, tmp_path / "a").train_round(global_arrays(cfg), 1)
     assert set(metrics) == TRAIN_METRICS - DP_ONLY and metrics["privacy-unit"] == -1
     assert (metrics["steps"], metrics["global_step"]) == (2, 2)  # the whole run in one round
 
@@ -130,7 +140,7 @@ def test_proximal_term_reaches_training_only_when_asked(tmp_path: Path) -> None:
     updates = {}
     for mu in ("default", 0.0, 0.5):
         site = site_at(cfg, tmp_path / str(mu))
-        site.train_round(arrays, *(() if mu == "default" else (mu,)))
+        site.train_round(arrays, 1, *(() if mu == "default" else (mu,)))
         updates[mu] = site.shared_arrays()
     direct = site_at(cfg, tmp_path / "direct")
     direct.receive(arrays)
@@ -176,26 +186,33 @@ def test_a_site_without_the_pair_evaluates_nothing_under_the_same_keys(tmp_path:
     assert all(math.isnan(metrics[k]) for k in EVALUATE_METRICS - {"num-examples", "site-id"})
 
 
-def test_a_new_instruction_is_trained_not_replayed(tmp_path: Path) -> None:
-    """Replay only the same instruction of the same run: new weights, or the same weights in
-    another run (another `federation.run-dir`), are a new round."""
+def test_a_new_round_is_trained_not_replayed(tmp_path: Path) -> None:
+    """Replay only the same round of the same run: the next round, or the same round of
+    another run (another `federation.run-dir`), is trained; a resumed run is the same run."""
     cfg = config()
     arrays = global_arrays(cfg)
     site = site_at(cfg, tmp_path / "a")
-    site.train_round(arrays)
-    site.train_round({k: v + 0.01 for k, v in arrays.items()})
+    site.train_round(arrays, 1)
+    site.train_round({k: v + 0.01 for k, v in arrays.items()}, 2)
     assert site.state.step == 4 and len(site.identity.state.rounds()) == 2
     other_run = config(**{"federation.run-dir": str(tmp_path / "other-run")})
     elsewhere = site_at(other_run, tmp_path / "b")
-    elsewhere.train_round(arrays)
+    elsewhere.train_round(arrays, 1)
     again = site_at(config(), tmp_path / "b")  # the state directory of that other run
-    again.train_round(arrays)
+    again.train_round(arrays, 1)
     assert len(again.identity.state.rounds()) == 2
+    # The other run, resumed: `federation.resume-from` names it, whatever run-dir says.
+    resumed = config(**{"federation.resume-from": str(tmp_path / "other-run")})
+    before = site_at(resumed, tmp_path / "c")
+    before.train_round(arrays, 1)
+    replayed = site_at(resumed, tmp_path / "c")
+    replayed.train_round(arrays, 1)
+    assert len(replayed.identity.state.rounds()) == 1 and replayed.state.step == 2
 
 
 def test_with_ema_the_reply_is_the_weight_average_not_the_last_weights(tmp_path: Path) -> None:
     site = site_at(config(**{"train.ema-decay": 0.5}), tmp_path / "a")
-    site.train_round(global_arrays(config()))
+    site.train_round(global_arrays(config()), 1)
     reply, last = site.shared_arrays(), site.model.state_dict()
     assert reply.keys() == site.state.ema.keys() & reply.keys() and reply
     assert all(np.array_equal(reply[k], site.state.ema[k].numpy()) for k in reply)
@@ -207,9 +224,9 @@ def test_each_round_s_weight_average_starts_at_the_weights_received(tmp_path: Pa
     global weights (shifted by 1 here), not at round 1's, where a carried-over average is."""
     site = site_at(config(**{"train.ema-decay": 0.999}), tmp_path / "a")
     first = global_arrays(config())
-    site.train_round(first)
+    site.train_round(first, 1)
     second = {k: v + 1.0 for k, v in first.items()}
-    site.train_round(second)
+    site.train_round(second, 2)
     reply = site.shared_arrays()
     assert all(np.abs(reply[k] - second[k]).max() < 0.1 for k in second)
 
@@ -219,12 +236,14 @@ def test_the_round_log_records_each_instruction_and_the_step_reached(tmp_path: P
     site = site_at(cfg, tmp_path / "a")
     arrays = global_arrays(cfg)
     started = time.perf_counter()
-    site.train_round(arrays)
+    site.train_round(arrays, 1)
     assert 0 < site.engine_seconds <= time.perf_counter() - started
-    site.train_round({k: v + 0.01 for k, v in arrays.items()})
+    shifted = {k: v + 0.01 for k, v in arrays.items()}
+    site.train_round(shifted, 2)
     rows = site.identity.state.rounds()
-    assert [r["step"] for r in rows] == [2, 4]
-    assert rows[0]["input"] != rows[1]["input"] and rows[0]["digest"] != rows[1]["digest"]
+    assert [(r["round"], r["step"]) for r in rows] == [(1, 2), (2, 4)]
+    assert {r["run"] for r in rows} == {str(cfg.federation.run_dir)}
+    assert [r["input"] for r in rows] == [_sha256(arrays), _sha256(shifted)]
 
 
 def test_evaluate_scores_the_site_model_against_a_hand_computed_mae(tmp_path: Path) -> None:

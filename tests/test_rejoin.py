@@ -36,7 +36,7 @@ def test_site_offline_for_a_round_rejoins_with_its_state(data_root: Path, tmp_pa
 
     nodes = [{"partition-id": i, "num-partitions": 3} for i in range(3)]
     run_federation(
-        ClientAppGrid(flaky, nodes), cfg, sites, {i: s.site for i, s in enumerate(sites)}
+        ClientAppGrid(flaky, nodes, run_config=cfg.to_flat()), cfg, sites, {i: s.site for i, s in enumerate(sites)}
     )
     out = tmp_path / "run"
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -62,14 +62,14 @@ def test_site_offline_for_a_round_rejoins_with_its_state(data_root: Path, tmp_pa
 def test_a_round_asked_twice_is_replayed_not_retrained(data_root: Path, tmp_path: Path) -> None:  # noqa: F811
     cfg, sites = make(data_root, tmp_path / "run", **{"federation.num-rounds": 1})
     nodes = [{"partition-id": i, "num-partitions": 3} for i in range(3)]
-    first = ClientAppGrid(client_app, nodes)
+    first = ClientAppGrid(client_app, nodes, run_config=cfg.to_flat())
     run_federation(first, cfg, sites, {i: s.site for i, s in enumerate(sites)})
     # The same instruction again, as a resumed server would send it.
     instruction = next(m for m in first.instructions if m.metadata.message_type == "train")
     node = instruction.metadata.dst_node_id
     state_dir = tmp_path / "run" / "sites" / sites[node - 100].site
     accountant = (state_dir / "accountant.json").read_text()
-    again = ClientAppGrid(client_app, nodes).answer(instruction)
+    again = ClientAppGrid(client_app, nodes, run_config=cfg.to_flat()).answer(instruction)
     original = next(r for n, r in first.replies if n == node and r.metadata.message_type == "train")
     assert len(SiteStateDir(state_dir).rounds()) == 1
     assert (state_dir / "accountant.json").read_text() == accountant  # nothing charged twice

@@ -34,7 +34,7 @@ def task_identity(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _run(cfg, sites, tamper=None) -> ClientAppGrid:
     nodes = [{"partition-id": i, "num-partitions": len(sites)} for i in range(len(sites))]
-    grid = ClientAppGrid(client_app, nodes, tamper)
+    grid = ClientAppGrid(client_app, nodes, tamper, run_config=cfg.to_flat())
     run_federation(grid, cfg, sites, {i: s.site for i, s in enumerate(sites)})
     return grid
 

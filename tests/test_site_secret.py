@@ -47,7 +47,7 @@ def global_arrays(cfg: FedsynthConfig) -> dict[str, np.ndarray]:
 
 
 def update(site: Site, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    site.train_round(arrays)
+    site.train_round(arrays, 1)
     return site.shared_arrays()
 
 
@@ -85,7 +85,7 @@ def test_same_secret_same_noise_whatever_the_seed_in_the_config(cfg, tmp_path: P
     a.identity.state.secret_seed()
     save_checkpoint(a.identity.state.model_file, a.model, cfg.data.preprocess)
     shutil.copytree(tmp_path / "a", tmp_path / "b")
-    b = site_at(cfg.replace(**{"train.seed": 99}), tmp_path / "b")
+    b = site_at(cfg.evolve(train={"seed": 99}), tmp_path / "b")
     assert not differ(update(a, arrays), update(b, arrays))
     c = site_at(cfg, tmp_path / "c")  # the same config and model, its own secret
     save_checkpoint(c.identity.state.model_file, a.model, cfg.data.preprocess)
@@ -103,7 +103,7 @@ def test_the_secret_and_the_rng_state_are_owner_only(cfg, tmp_path: Path) -> Non
 
 def test_a_site_without_dp_keeps_no_secret(cfg, tmp_path: Path) -> None:
     site = Site(
-        cfg.replace(**{"privacy.enabled": False}),
+        cfg.evolve(privacy={"enabled": False}),
         SiteIdentity.of("hospA", tmp_path / "a", 0),
         site_data(cfg, 0, None),
     )

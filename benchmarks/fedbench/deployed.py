@@ -103,7 +103,9 @@ def deployment_figures(
             statistics.mean(r["client_train"] for r in sim_warm) / sites
         )
 
-    run_dir, database, procs = _deploy(work / f"{prefix}-deploy", data, flat, names)
+    # The whole config, as the simulated twin's (pyproject's own is the demo's recipe).
+    whole = FedsynthConfig().to_flat() | flat
+    run_dir, database, procs = _deploy(work / f"{prefix}-deploy", data, whole, names)
     ends = [json.loads(line)["seconds"] for line in (run_dir / "metrics.jsonl").open()]
     walls = [b - a for a, b in zip([0.0, *ends], ends, strict=False)]
     deploy_round = statistics.mean(walls[1:] or walls)

@@ -21,6 +21,7 @@ from flwr.supercore.task_identity import TaskIdentity
 from fedsynth.client.app import _reply
 from fedsynth.client.app import app as client_app
 from fedsynth.config import FedsynthConfig
+from fedsynth.instruction import SERVER_ROUND, round_config
 from fedsynth.models import build_model
 from fedsynth.simulations.scenarios import scenario_config
 
@@ -79,19 +80,21 @@ def shared_state(cfg: FedsynthConfig) -> tuple[list[str], dict[str, np.ndarray],
 
 def exchange(cfg: FedsynthConfig, sites: int) -> tuple[Message, Message]:
     """A round-1 train instruction to partition 0 and the ClientApp's reply, in process
-    (`cfg` as the server sends it: federated, its own run directory)."""
+    (`cfg` the run config both apps read; the instruction carries the round only)."""
     # What Flower's runtime sets in a ServerApp's process before Messages can be made.
     TaskIdentity.run_id = TaskIdentity.node_id = TaskIdentity.task_id = 1
     _, arrays, _ = shared_state(cfg)
     content = RecordDict(
         {
             "arrays": ArrayRecord({k: Array(v) for k, v in arrays.items()}),
-            "config": ConfigRecord(cfg.to_flat() | {"server-round": 1}),
+            "config": ConfigRecord({SERVER_ROUND: 1, **round_config(0)}),
         }
     )
     instruction = Message(content, dst_node_id=2, message_type="train")
     node = {"partition-id": 0, "num-partitions": sites}
-    context = Context(run_id=1, node_id=2, node_config=node, state=RecordDict(), run_config={})
+    context = Context(
+        run_id=1, node_id=2, node_config=node, state=RecordDict(), run_config=cfg.to_flat()
+    )
     reply = client_app(instruction, context)
     if reply.has_error():
         raise RuntimeError(f"the ClientApp failed: {reply.error.reason}")

@@ -94,7 +94,7 @@ def simulate_measured(cfg: FedsynthConfig, cpus_per_site: float) -> dict[str, An
     finally:
         finished = time.time()
         sampler.stop()
-    cfg = cfg.replace(**{"federation.min-nodes": min(cfg.federation.min_nodes, len(sites))})
+    cfg = cfg.evolve(federation={"min_nodes": min(cfg.federation.min_nodes, len(sites))})
     run = RunDirectory(cfg.federation.run_dir)
     state = cfg.federation.state_dir
     calls = [c for s in sites for c in SiteStateDir.of_site(s.site, state, run.path).timings()]

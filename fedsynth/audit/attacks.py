@@ -135,7 +135,7 @@ def reference_models(
 ) -> list[SynthesisModel]:
     """One non-private reference model per fold, trained on that fold with the engine and
     `cfg`'s recipe; cached as checkpoints under `cache`, keyed by config digest and site."""
-    cfg = cfg.replace(**{"privacy.enabled": False})
+    cfg = cfg.evolve(privacy={"enabled": False})
     models = []
     for fold in range(FOLDS):
         path = Path(cache) / f"{site}-{cfg.digest()}-fold{fold}.safetensors"

@@ -4,8 +4,9 @@ phantom hospitals that differ from the public cohort, scored on their held-out s
 1. Three private hospitals (`scanners="long-te"`: T2 echo times outside the public ranges,
    lesions at every subject). 2. The packaged public warm start (`fedsynth.pretrained`,
    pretrained on a domain-randomised phantom; its model card holds the command that makes it).
-3. Federated DP fine-tuning on Flower's simulation engine with the `PRIVATE_FINETUNE` recipe,
-   patient-level DP with σ calibrated so every site ends within ε ≤ DEMO_EPSILON.
+3. Federated DP fine-tuning on Flower's simulation engine with the "phantom-finetune" scenario
+   (`FINETUNE_RECIPE`, also what `flwr run .` runs): patient-level DP at a σ that keeps every
+   site within ε ≤ DEMO_EPSILON, which each site's budget enforces.
 4. Source-as-is, public-only and the DP fine-tune on the private held-out subjects, and ε per
    site at patient level.
 """
@@ -19,6 +20,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from fedsynth.config import FedsynthConfig
 from fedsynth.data.phantom import PhantomConfig, generate_phantom
 from fedsynth.data.pipeline import prepare_sites
 from fedsynth.evaluation.comparison import comparison_table
@@ -26,21 +28,12 @@ from fedsynth.models.card import read_model_card
 from fedsynth.pretrained import PHANTOM_WARM_START
 from fedsynth.server.report import federated_result
 from fedsynth.simulations.baselines import run_baselines
-from fedsynth.simulations.scenarios import PRIVATE_FINETUNE, scenario_config
+from fedsynth.simulations.scenarios import DEMO_EPSILON, scenario_config
 from fedsynth.simulations.simulate import simulate
-from fedsynth.simulations.sweep import Setting, resolve
 
 console = Console()
 
-# Sized to finish in minutes on a 2-core laptop CPU; `fedsynth simulate` runs longer ones.
-DEMO = {
-    "data.preprocess.image-size": 64,
-    "federation.num-rounds": 3,
-    "federation.local-steps": 10,
-    "train.batch-size": 8,
-}
 DEMO_SUBJECTS = 16
-DEMO_EPSILON = 8.0
 
 
 def private_hospitals(out: Path, seed: int) -> Path:
@@ -71,6 +64,20 @@ def epsilon_table(run_rows: list[dict], unit: str, delta: float) -> Table:
     return table
 
 
+def demo_config(out: Path, data_dir: Path, seed: int = 0) -> FedsynthConfig:
+    """The demo's federated step: the "phantom-finetune" scenario on the private hospitals."""
+    return scenario_config(
+        "phantom-finetune",
+        {
+            "data.root": str(data_dir),
+            "data.cache-dir": str(out / "cache"),
+            "data.seed": seed,
+            "train.seed": seed,
+            "federation.run-dir": str(out / "run"),
+        },
+    )
+
+
 def run_demo(out: Path, seed: int = 0) -> int:
     """Run the demo into `out`; returns a process exit code."""
     out = Path(out)
@@ -86,21 +93,8 @@ def run_demo(out: Path, seed: int = 0) -> int:
         f"{card['training']['command']}"
     )
     console.rule(f"3. Federated DP fine-tuning, patient-level, ε ≤ {DEMO_EPSILON:g} per site")
-    base = scenario_config(
-        "phantom-3site",
-        PRIVATE_FINETUNE
-        | DEMO
-        | {
-            "train.init-checkpoint": str(PHANTOM_WARM_START),
-            "data.root": str(data_dir),
-            "data.cache-dir": str(out / "cache"),
-            "data.seed": seed,
-            "train.seed": seed,
-            "federation.run-dir": str(out / "run"),
-        },
-    )
-    sites, _ = prepare_sites(base.data)
-    cfg = resolve(base, Setting(epsilon=DEMO_EPSILON), sites, {})
+    cfg = demo_config(out, data_dir, seed)
+    sites, _ = prepare_sites(cfg.data)
     run = simulate(cfg)
     console.rule("4. Results on the private hospitals' held-out subjects")
     results = run_baselines(cfg, sites, run.path / "baselines", ("source-as-is", "public-only"))

@@ -20,7 +20,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     if cfg.data.root is None:
         source = "phantom"
         root = public_phantom(args.phantom or args.out / "public-phantom", args.subjects, cfg)
-        cfg = cfg.replace(**{"data.root": str(root)})
+        cfg = cfg.evolve(data={"root": Path(root)})
     command = shlex.join(["fedsynth", *sys.argv[1:]])
     path = pretrain(cfg, args.out, source, command=command)
     console.print(f"[green]public warm start[/]: {path} (model card: {card_paths(path)[1]})")

@@ -8,7 +8,7 @@ from pathlib import Path
 from rich.table import Table
 
 from fedsynth.cli.common import console, csv, parse_sets
-from fedsynth.cli.training import add_federation_args, federation_config
+from fedsynth.cli.training import add_federation_args, federated_run_config
 from fedsynth.config import FedsynthConfig
 
 
@@ -22,9 +22,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     settings = [Setting(noise=s) for s in args.noise] + [Setting(epsilon=e) for e in args.budget]
     if not settings:
         raise ValueError("give --noise and/or --budget values to sweep over")
-    cfg = federation_config(args)
-    dp = parse_sets(args.dp_set)
-    rows = run_sweep(cfg, settings, args.out, dp, args.site, args.bootstrap)
+    cfg = federated_run_config(args)
+    dp = parse_sets(args.dp_set)  # the DP settings' own keys, in the same one parse
+    private = federated_run_config(args, **dp) if dp else None
+    rows = run_sweep(cfg, settings, args.out, private, args.site, args.bootstrap)
     table = Table(title=f"privacy sweep — {args.out / 'sweep.md'}")
     for col in ("setting", "σ", "ε max", "PSNR", "SSIM", "AUC G", "AUC G cal", "AUC D", "reused"):
         table.add_column(col)

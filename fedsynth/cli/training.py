@@ -30,7 +30,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def federation_config(args: argparse.Namespace, **extra: str) -> FedsynthConfig:
+def federated_run_config(args: argparse.Namespace, **extra: str) -> FedsynthConfig:
     """A federated command's config: its scenario (or the run it resumes), the flags, --set,
     `extra` flat keys, and phantom data made on the fly for a phantom scenario without
     --data."""
@@ -62,7 +62,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from fedsynth.simulations.simulate import simulate
 
     extra = {} if args.out is None else {"federation.run-dir": str(args.out)}
-    simulate(federation_config(args, **extra), baselines=args.baselines)
+    simulate(federated_run_config(args, **extra), baselines=args.baselines)
     return 0
 
 

@@ -1,9 +1,10 @@
 """The Flower ClientApp: one per hospital, the same code in simulation and deployment.
 
-Which site a node is comes from its node config (`fedsynth.client.node`). The run's whole
-configuration arrives in every instruction's ConfigRecord (flat keys of `FedsynthConfig`),
-so sites train exactly what the server configured. With `federation.secure-aggregation` the
-instructions come in Flower's legacy format and go to the SecAgg+ adapter
+Which site a node is comes from its node config, what it trains from the run config —
+`context.run_config`, the same flat keys the ServerApp reads, parsed once per process
+(`fedsynth.client.node`). An instruction carries only per-message values: the round and a
+strategy's own (FedProx's μ; `fedsynth.instruction`). With `federation.secure-aggregation`
+the instructions come in Flower's legacy format and go to the SecAgg+ adapter
 `fedsynth.client.secure` (same `Site`, same state).
 """
 
@@ -23,6 +24,7 @@ from flwr.clientapp import ClientApp  # noqa: E402
 
 from fedsynth.client.node import open_site  # noqa: E402
 from fedsynth.client.site import Site  # noqa: E402
+from fedsynth.instruction import absolute_round, proximal_mu  # noqa: E402
 
 log = logging.getLogger(__name__)
 app = ClientApp()
@@ -49,7 +51,7 @@ def _timed(reply: Message, msg: Message, site: Site, started: float) -> Message:
     site.identity.state.append_timing(
         {
             "phase": msg.metadata.message_type,
-            "round": int(msg.content["config"].get("server-round", 0)),
+            "round": absolute_round(msg.content["config"]),
             "pid": os.getpid(),
             "start": started,
             "end": time.time(),
@@ -68,10 +70,10 @@ def train(msg: Message, context: Context) -> Message:
         return secure_app(msg, context)
     started = time.time()
     config = msg.content["config"]
-    site = open_site(config, context.node_config)
+    site = open_site(context.run_config, context.node_config)
     # μ comes from the strategy that uses it (Flower's FedProx adds "proximal-mu"), never
     # from the run config: any other strategy trains without a proximal term.
-    metrics = site.train_round(_arrays(msg), float(config.get("proximal-mu", 0.0)))
+    metrics = site.train_round(_arrays(msg), absolute_round(config), proximal_mu(config))
     return _timed(_reply(msg, site, metrics), msg, site, started)
 
 
@@ -83,6 +85,7 @@ def evaluate(msg: Message, context: Context) -> Message:
 
         return secure_app(msg, context)
     started = time.time()
-    site = open_site(msg.content["config"], context.node_config)
+    absolute_round(msg.content["config"])  # refuses an instruction that carries settings
+    site = open_site(context.run_config, context.node_config)
     site.receive(_arrays(msg))
     return _timed(_reply(msg, None, site.evaluate()), msg, site, started)

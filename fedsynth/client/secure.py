@@ -16,6 +16,7 @@ from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
 
 from fedsynth.client.node import open_site
+from fedsynth.instruction import absolute_round
 
 
 class SecureSiteClient(NumPyClient):
@@ -27,14 +28,17 @@ class SecureSiteClient(NumPyClient):
     def fit(
         self, parameters: list[np.ndarray], config: dict[str, Any]
     ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
-        site = open_site(config, self.node_context.node_config)
-        metrics = site.train_round(dict(zip(site.shared_keys, parameters, strict=True)))
+        ctx = self.node_context
+        site = open_site(ctx.run_config, ctx.node_config)
+        arrays = dict(zip(site.shared_keys, parameters, strict=True))
+        metrics = site.train_round(arrays, absolute_round(config))
         return list(site.shared_arrays().values()), int(metrics["num-examples"]), metrics
 
     def evaluate(
         self, parameters: list[np.ndarray], config: dict[str, Any]
     ) -> tuple[float, int, dict[str, Any]]:
-        site = open_site(config, self.node_context.node_config)
+        absolute_round(config)  # refuses an instruction that carries settings
+        site = open_site(self.node_context.run_config, self.node_context.node_config)
         site.receive(dict(zip(site.shared_keys, parameters, strict=True)))
         metrics = site.evaluate()
         return 0.0, int(metrics["num-examples"]), metrics

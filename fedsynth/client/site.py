@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fedsynth.client.rounds import arrays_digest, instruction_digest
+from fedsynth.client.rounds import already_trained, arrays_digest
 from fedsynth.client.state_dir import SiteStateDir
 from fedsynth.config import FedsynthConfig
 from fedsynth.data.pipeline import prepare_sites
@@ -117,21 +117,31 @@ class Site:
         return {k: state[k].detach().cpu().numpy() for k in self.shared_keys}
 
     def train_round(
-        self, arrays: dict[str, np.ndarray], proximal_mu: float = 0.0
+        self, arrays: dict[str, np.ndarray], server_round: int, proximal_mu: float = 0.0
     ) -> dict[str, float]:
-        """One round from the global `arrays`: trained once, replayed if asked again
-        (fedsynth.client.rounds); afterwards `shared_arrays()` is this round's update.
-        `proximal_mu` is FedProx's μ, as the strategy sent it (0: no proximal term)."""
-        digest = instruction_digest(str(self.cfg.federation.run_dir), arrays)
-        done = self.identity.state.rounds()
-        if done and done[-1]["digest"] == digest:  # the model on disk is that round's result
+        """One round from the global `arrays`: trained once, replayed if asked again.
+
+        Args:
+            arrays: the global shared tensors the server sent.
+            server_round: the run's absolute round (`fedsynth.instruction.absolute_round`);
+                the same round of the same run asked again is answered from the site's log
+                (fedsynth.client.rounds), not retrained.
+            proximal_mu: FedProx's μ as the strategy sent it (0: no proximal term).
+
+        Returns:
+            The reply's metrics; afterwards `shared_arrays()` is this round's update.
+        """
+        run = str(self.cfg.federation.run_path)
+        done = already_trained(self.identity.state.rounds(), run, server_round)
+        if done is not None:  # the model on disk is that round's result
             log.warning("site %s: round already trained, replaying its reply", self.identity.name)
-            return done[-1]["metrics"]
+            return done["metrics"]
         self.receive(arrays)
         metrics = self.train(self.cfg.federation.local_steps, proximal_mu)
         self.identity.state.append_round(
             {
-                "digest": digest,
+                "run": run,
+                "round": server_round,
                 "input": arrays_digest(arrays),
                 "step": self.state.step,
                 "metrics": metrics,

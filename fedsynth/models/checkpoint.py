@@ -4,7 +4,6 @@ metrics, …). One file is enough to rebuild the model and translate new volumes
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -16,9 +15,15 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from fedsynth.data.config import PreprocessConfig
+from fedsynth.flat import build, flatten
 from fedsynth.models import ModelConfig, SynthesisModel, build_model
 
-FORMAT = "fedsynth-checkpoint/1"
+FORMAT = "fedsynth-checkpoint/2"
+"""Version 2 stores the model and preprocessing in the run config's flat form (`model.*`,
+`data.preprocess.*`, as in a run's config.json); version 1 (dataclass field names) still
+loads."""
+FORMATS = ("fedsynth-checkpoint/1", FORMAT)
+MODEL, PREPROCESS = "model.", "data.preprocess."
 
 
 class CheckpointError(ValueError):
@@ -46,8 +51,7 @@ def save_checkpoint(
     tensors = {k: v.detach().contiguous().cpu() for k, v in (state or model.state_dict()).items()}
     header = {
         "format": FORMAT,
-        "model": json.dumps(dataclasses.asdict(model.config)),
-        "preprocess": json.dumps(dataclasses.asdict(preprocess)),
+        "config": json.dumps(flatten(model.config, MODEL) | flatten(preprocess, PREPROCESS)),
         "meta": json.dumps(meta or {}),
     }
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -71,7 +75,7 @@ def read_header(path: Path) -> dict[str, str]:
             header = fh.metadata() or {}
     except (SafetensorError, OSError) as err:
         raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({err})") from err
-    if header.get("format") != FORMAT:
+    if header.get("format") not in FORMATS:
         found = header.get("format")
         raise CheckpointError(f"{path}: not a fedsynth checkpoint (format {found!r})")
     return header
@@ -80,8 +84,7 @@ def read_header(path: Path) -> dict[str, str]:
 def load_checkpoint(path: Path) -> Checkpoint:
     """Rebuild the model of a checkpoint and load its weights (strict: every key, every shape)."""
     header = read_header(path)
-    config = ModelConfig(**json.loads(header["model"]))
-    preprocess = PreprocessConfig(**json.loads(header["preprocess"]))
+    config, preprocess = header_configs(header, path)
     model = build_model(config)
     weights = load_file(str(path))
     try:
@@ -90,3 +93,15 @@ def load_checkpoint(path: Path) -> Checkpoint:
         raise CheckpointError(f"{path}: weights do not fit its model config ({err})") from err
     model.eval()
     return Checkpoint(model, preprocess, json.loads(header["meta"]))
+
+
+def header_configs(header: dict[str, str], path: Path) -> tuple[ModelConfig, PreprocessConfig]:
+    """The model and preprocessing configs of checkpoint `path`'s header, in either format."""
+    if header["format"] == "fedsynth-checkpoint/1":
+        model = ModelConfig(**json.loads(header["model"]))
+        return model, PreprocessConfig(**json.loads(header["preprocess"]))
+    flat = json.loads(header["config"])
+    model, preprocess = build(ModelConfig, flat, MODEL), build(PreprocessConfig, flat, PREPROCESS)
+    if flat:
+        raise CheckpointError(f"{path}: unknown keys in the checkpoint's config {sorted(flat)}")
+    return model, preprocess

@@ -13,8 +13,9 @@ from pathlib import Path
 from safetensors.torch import load_file
 
 from fedsynth.models import ModelConfig, SynthesisModel, build_model
-from fedsynth.models.checkpoint import CheckpointError, read_header
+from fedsynth.models.checkpoint import CheckpointError, header_configs, read_header
 from fedsynth.models.config import ARCHITECTURE
+from fedsynth.pretrained import checkpoint_path
 
 
 def architecture_differences(saved: ModelConfig, ours: ModelConfig) -> dict[str, tuple]:
@@ -37,7 +38,7 @@ def load_warm_start(model: SynthesisModel, path: Path) -> dict:
     every field that differs.
     """
     header = read_header(path)
-    saved = ModelConfig(**json.loads(header["model"]))
+    saved, _ = header_configs(header, path)
     diff = architecture_differences(saved, model.config)
     if diff:
         fields = ", ".join(f"{k}: {a!r} vs {b!r}" for k, (a, b) in diff.items())
@@ -54,7 +55,7 @@ def initial_model(config: ModelConfig, seed: int, init_checkpoint: Path | None) 
     """The model a run starts from: random weights from `seed`, or the warm start."""
     model = build_model(config, seed=seed)
     if init_checkpoint is not None:
-        load_warm_start(model, Path(init_checkpoint))
+        load_warm_start(model, checkpoint_path(init_checkpoint))
     return model
 
 

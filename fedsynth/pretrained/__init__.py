@@ -10,3 +10,14 @@ HERE = Path(__file__).parent
 PHANTOM_WARM_START = HERE / "phantom-cyclegan-t1t2" / "model.safetensors"
 """CycleGAN T1 → T2 with the phantom-3site recipe at 64 px, pretrained on a domain-randomised
 phantom cohort (`fedsynth pretrain`)."""
+PACKAGED = {"phantom-cyclegan-t1t2": PHANTOM_WARM_START}
+"""Packaged warm starts by name: `train.init-checkpoint` may name one instead of a path."""
+
+
+def checkpoint_path(spec: Path | str) -> Path:
+    """The checkpoint `spec` names: a packaged warm start (a bare name of `PACKAGED` that is
+    not a file here), else the path itself."""
+    path = Path(spec)
+    if str(spec) in PACKAGED and not path.exists():
+        return PACKAGED[str(spec)]
+    return path

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from fedsynth.privacy.accountant import PrivacyAccountant, Release
+from fedsynth.privacy.accountant import Mechanism, PrivacyAccountant
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,15 @@ class BudgetPlan:
 
 @dataclass(frozen=True)
 class PrivacyBudget:
-    """The most a site may spend: epsilon at delta."""
+    """The most a site may spend: epsilon at delta.
+
+    Args:
+        epsilon: the largest ε allowed, > 0.
+        delta: the δ at which ε is computed, in (0, 1).
+
+    Raises:
+        ValueError: `epsilon` or `delta` out of range.
+    """
 
     epsilon: float
     delta: float
@@ -41,10 +49,19 @@ class PrivacyBudget:
             raise ValueError(f"budget delta must be in (0, 1), got {self.delta!r}")
 
     def plan(
-        self, accountant: PrivacyAccountant, per_step: Mapping[str, Release], requested: int
+        self, accountant: PrivacyAccountant, per_step: Mapping[str, Mechanism], requested: int
     ) -> BudgetPlan:
-        """The largest k <= requested such that k more steps (each releasing `per_step`) keep
-        epsilon within budget."""
+        """How many more steps fit the budget.
+
+        Args:
+            accountant: the site's accountant, with the releases made so far.
+            per_step: per player, the (σ, q) of the release it makes at every step.
+            requested: the steps asked for.
+
+        Returns:
+            The plan for the largest k <= `requested` such that k more steps keep ε within
+            budget (ε ≤ budget), with a message when k < `requested`.
+        """
 
         cache: dict[int, float] = {}
 

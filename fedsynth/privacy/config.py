@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 ACCOUNTANTS = ("rdp", "prv")
+"""Accountant names: mechanisms of Opacus's registry (`opacus.accountants.create_accountant`),
+listed here so that validating a config needs no opacus import (a test checks the registry)."""
 UNITS = ("slice", "subject")
 CLIPPING = ("flat", "automatic")
 

@@ -18,7 +18,24 @@ import numpy as np
 import torch
 
 from fedsynth.data.slices import SliceSet
-from fedsynth.privacy.config import UNITS
+from fedsynth.privacy.config import UNITS, PrivacyConfig
+
+
+def sample_rate(privacy: PrivacyConfig, batch_size: int, num_units: int) -> float:
+    """The Poisson rate q of a site's releases: `privacy.sample_rate`, else the one that makes
+    `batch_size` the expected batch (min(1, batch_size / num_units)).
+
+    Args:
+        privacy: the run's privacy settings.
+        batch_size: `train.batch-size`.
+        num_units: the site's privacy units (slices or subjects).
+
+    Returns:
+        q in (0, 1].
+    """
+    if privacy.sample_rate is not None:
+        return privacy.sample_rate
+    return min(1.0, batch_size / num_units)
 
 
 class UnitIndex:

@@ -1,9 +1,11 @@
 """The Flower ServerApp: one typed config, a validated GAN-aware strategy, a checkpoint per
 round, metrics per site per round, and the final report.
 
-`app` reads its config from the run config (`[tool.flwr.app.config]` and `--run-config` under
+`app` parses its run config once (`[tool.flwr.app.config]` and `--run-config` under
 `flwr run .`; the whole generated config under `fedsynth simulate`, see
-fedsynth.simulations.runtime), every missing key at its FedsynthConfig default.
+fedsynth.simulations.runtime), every missing key at its FedsynthConfig default. The sites read
+the same run config themselves: an instruction carries only per-message values
+(`fedsynth.instruction`).
 `run_federation` is the same server without Flower's runtime around it (tests drive it with an
 in-process grid).
 """
@@ -21,6 +23,7 @@ from flwr.serverapp import Grid, ServerApp
 from fedsynth.config import FedsynthConfig
 from fedsynth.data.pipeline import prepare_sites
 from fedsynth.data.slices import SiteData
+from fedsynth.instruction import round_config
 from fedsynth.models import SynthesisModel
 from fedsynth.models.checkpoint import CheckpointError, load_checkpoint
 from fedsynth.models.warm_start import initial_model
@@ -55,12 +58,11 @@ def strategy_for(cfg: FedsynthConfig) -> ValidatedAggregation:
 def _start_point(cfg: FedsynthConfig) -> tuple[RunDirectory, SynthesisModel, int]:
     """A fresh run, or the last complete round of `federation.resume-from`."""
     fed = cfg.federation
+    run = RunDirectory(fed.run_path)
     if fed.resume_from is None:
-        run = RunDirectory(fed.run_dir)
         run.create(cfg)
         model = initial_model(cfg.model, cfg.train.seed, cfg.train.init_checkpoint)
         return run, model, 0
-    run = RunDirectory(fed.resume_from)
     saved = run.config()
     if saved.model != cfg.model:
         raise CheckpointError(
@@ -91,15 +93,14 @@ def run_federation(
     shared_keys = model.shared_keys(fed.shared_groups, fed.keep_norm_local)
     state = model.state_dict()
     initial = {k: state[k].detach().cpu().numpy() for k in shared_keys}
-    flat = cfg.to_flat() | {"federation.run-dir": str(run.path), "federation.resume-from": ""}
     recorder = RoundRecorder(run, model, cfg, eval_sites, done)
     names = site_names or {}
     remaining = fed.num_rounds - done
     try:
         if remaining > 0 and fed.secure_aggregation:
-            run_secure_rounds(grid, cfg, flat, initial, remaining, recorder, names)
+            run_secure_rounds(grid, cfg, initial, remaining, recorder, names)
         elif remaining > 0:
-            _run_rounds(grid, cfg, flat, initial, remaining, recorder, names)
+            _run_rounds(grid, cfg, initial, remaining, recorder, names)
         report = write_report(run, cfg)
     except Exception as err:  # `flwr run` exits 0 even when the ServerApp raised
         run.set_status("failed", f"{type(err).__name__}: {err}")
@@ -112,7 +113,6 @@ def run_federation(
 def _run_rounds(
     grid: Grid,
     cfg: FedsynthConfig,
-    flat: dict[str, Any],
     initial: dict[str, np.ndarray],
     num_rounds: int,
     recorder: RoundRecorder,
@@ -141,8 +141,8 @@ def _run_rounds(
         initial_arrays=ArrayRecord({k: Array(v) for k, v in initial.items()}),
         num_rounds=num_rounds,
         timeout=cfg.federation.round_timeout,
-        train_config=ConfigRecord(flat),
-        evaluate_config=ConfigRecord(flat),
+        train_config=ConfigRecord(round_config(recorder.done)),
+        evaluate_config=ConfigRecord(round_config(recorder.done)),
         evaluate_fn=evaluate_fn,
     )
 

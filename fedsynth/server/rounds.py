@@ -131,6 +131,7 @@ class RoundRecorder:
     ) -> None:
         self.run, self.model, self.cfg = run, model, cfg
         self.eval_sites, self.done = eval_sites, done
+        self.digest = cfg.digest()
         self.started = time.perf_counter()
 
     def server_metrics(self, shared: Mapping[str, np.ndarray]) -> dict[str, float]:
@@ -153,7 +154,14 @@ class RoundRecorder:
         evaluated = time.perf_counter()
         server = self.server_metrics(shared)
         evaluated = time.perf_counter() - evaluated
-        self.run.save_round(global_round, self.model, self.cfg, dict(shared), {"server": server})
+        self.run.save_round(
+            global_round,
+            self.model,
+            self.cfg.data.preprocess,
+            self.digest,
+            dict(shared),
+            {"server": server},
+        )
         if self.eval_sites:
             m = self.cfg.model
             save_sample_grid(

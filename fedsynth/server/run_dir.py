@@ -24,6 +24,7 @@ import numpy as np
 
 from fedsynth.atomic import atomic_write_bytes
 from fedsynth.config import FedsynthConfig
+from fedsynth.data.config import PreprocessConfig
 from fedsynth.models import SynthesisModel
 from fedsynth.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
@@ -74,21 +75,32 @@ class RunDirectory:
         self,
         server_round: int,
         model: SynthesisModel,
-        cfg: FedsynthConfig,
+        preprocess: PreprocessConfig,
+        config_digest: str,
         shared: dict[str, np.ndarray],
         metrics: dict[str, Any],
     ) -> Path:
-        """The full model with the aggregated shared tensors, as this round's checkpoint."""
+        """The full model with the aggregated shared tensors, as this round's checkpoint.
+
+        Args:
+            server_round: the run's round (numbered across resumes).
+            model: the server's model (its non-shared tensors are the initial ones).
+            preprocess: the preprocessing its slices came from.
+            config_digest: `FedsynthConfig.digest()` of the run.
+            shared: the aggregated shared tensors.
+            metrics: what the round's JSON holds besides round and digest.
+
+        Returns:
+            The checkpoint's path.
+        """
         state = model.state_with(shared)
         meta = {
             "round": server_round,
-            "config_digest": cfg.digest(),
+            "config_digest": config_digest,
             "shared_keys": sorted(shared),
             "metrics": metrics,
         }
-        path = save_checkpoint(
-            self.checkpoint_path(server_round), model, cfg.data.preprocess, meta, state
-        )
+        path = save_checkpoint(self.checkpoint_path(server_round), model, preprocess, meta, state)
         _atomic_text(
             path.with_suffix(".json"),
             json.dumps({k: v for k, v in meta.items() if k != "shared_keys"}, indent=2),

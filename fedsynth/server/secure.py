@@ -20,7 +20,6 @@ and `run_federation` records the failure in the run directory's status.json.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -41,6 +40,7 @@ from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, Key
 from flwr.serverapp import Grid
 
 from fedsynth.config import FedsynthConfig
+from fedsynth.instruction import SERVER_ROUND, round_config
 from fedsynth.server.rounds import RoundRecorder, site_rows
 
 log = logging.getLogger(__name__)
@@ -117,10 +117,13 @@ class CheckedSecAggPlus(SecAggPlusWorkflow):
             )
 
 
+def _instruction(server_round: int, done: int) -> dict[str, int]:
+    return {SERVER_ROUND: server_round, **round_config(done)}
+
+
 def run_secure_rounds(
     grid: Grid,
     cfg: FedsynthConfig,
-    flat: Mapping[str, Any],
     initial: dict[str, np.ndarray],
     num_rounds: int,
     recorder: RoundRecorder,
@@ -137,8 +140,9 @@ def run_secure_rounds(
         min_fit_clients=fed.min_nodes,
         min_evaluate_clients=fed.min_nodes,
         min_available_clients=fed.min_nodes,
-        on_fit_config_fn=lambda _round: dict(flat),
-        on_evaluate_config_fn=lambda _round: dict(flat),
+        # The legacy stack sends no round: put it in, as the Message API's strategies do.
+        on_fit_config_fn=lambda server_round: _instruction(server_round, recorder.done),
+        on_evaluate_config_fn=lambda server_round: _instruction(server_round, recorder.done),
         initial_parameters=ndarrays_to_parameters(list(initial.values())),
     )
     context = LegacyContext(

@@ -84,7 +84,7 @@ def pretrain(
         raise ValueError("pretrain needs public data: data.root (or the phantom)")
     if source != "phantom":
         log.warning("public data %s: %s", cfg.data.root, OVERLAP_WARNING)
-    cfg = cfg.replace(**{"privacy.enabled": False})
+    cfg = cfg.evolve(privacy={"enabled": False})
     sites, _ = prepare_sites(cfg.data, progress=progress)
     pooled = pool_sites(sites, "public")
     model, _ = train_site(cfg, pooled, "pretrain (public data)", progress)

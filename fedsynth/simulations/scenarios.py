@@ -23,7 +23,8 @@ SMALL_MODEL: dict[str, object] = {
     "train.lr": 2e-3,
 }
 # The unified model's setting, as benchmarked in benchmarks/unified.py: SMALL_MODEL (lr 2e-3)
-# for 600 steps. Chosen on a public phantom (seed 7, not the benchmark's), validation subjects,
+# for 15 rounds × 40 steps = 600 steps (`federation.total_steps`; a baseline of the same
+# budget trains `FedsynthConfig.federated_train`). Chosen on a public phantom (seed 7, not the benchmark's), validation subjects,
 # mean in-brain PSNR over the 12 directions (README "Unified model"): 15.46 ± 0.21 dB over six
 # seeds; lr 5e-4 learned less (14.32 with seed 0) and λ_rec = 5 collapsed.
 UNIFIED_RECIPE: dict[str, object] = {
@@ -31,7 +32,6 @@ UNIFIED_RECIPE: dict[str, object] = {
     "model.kind": "unified",
     "data.modalities": "T1,T2,PD,FLAIR",
     "privacy.enabled": False,
-    "train.steps": 600,
     "federation.num-rounds": 15,
     "federation.local-steps": 40,
 }
@@ -48,6 +48,24 @@ PRIVATE_FINETUNE: dict[str, object] = {
     "train.lr": 2e-3,
     "train.lr-schedule": "constant",
     "train.ema-decay": 0.9,
+}
+
+# What `fedsynth demo` and `flwr run .` run (scenario "phantom-finetune"): the packaged public
+# warm start (CycleGAN T1 → T2, phantom-3site's architecture), federated patient-level DP
+# fine-tuning with PRIVATE_FINETUNE, sized to finish in minutes on a 2-core CPU. σ = 3.4 is
+# what `fedsynth.privacy.calibrate` gives for ε ≤ 8 at the demo's hospitals (12 training
+# subjects each, q = 8/12, 3 × 10 steps); the budget holds every site to ε ≤ 8 whatever its
+# data (a smaller site stops early rather than overspend).
+DEMO_EPSILON = 8.0
+FINETUNE_RECIPE: dict[str, object] = {
+    **PRIVATE_FINETUNE,
+    "train.init-checkpoint": "phantom-cyclegan-t1t2",
+    "data.preprocess.image-size": 64,
+    "federation.num-rounds": 3,
+    "federation.local-steps": 10,
+    "train.batch-size": 8,
+    "privacy.noise-multiplier": 3.4,
+    "privacy.epsilon-budget": DEMO_EPSILON,
 }
 
 # The smallest model that trains at all, on 32-px slices: for tests and quick benchmarks, where
@@ -71,6 +89,8 @@ SCENARIOS: dict[str, dict[str, object]] = {
         "federation.num-rounds": 5,
         "federation.local-steps": 40,
     },
+    # The demo's recipe: private fine-tuning of the packaged warm start (FINETUNE_RECIPE).
+    "phantom-finetune": {},
     # One unified generator, any-to-any over the four phantom contrasts, without DP: from
     # scratch DP-SGD cannot learn it (DESIGN §4). The benchmarked setting (benchmarks/unified.py).
     "phantom-unified": UNIFIED_RECIPE,
@@ -97,7 +117,11 @@ SCENARIOS: dict[str, dict[str, object]] = {
         "data.num-partitions": 3,
     },
 }
-PHANTOM_SCENARIOS = ("phantom-3site", "phantom-unified", "phantom-hetero")
+SCENARIOS["phantom-finetune"] = SCENARIOS["phantom-3site"] | FINETUNE_RECIPE
+PHANTOM_SCENARIOS = ("phantom-3site", "phantom-finetune", "phantom-unified", "phantom-hetero")
+FLWR_APP_SCENARIO = "phantom-finetune"
+"""What `flwr run .` runs: pyproject.toml's [tool.flwr.app.config] is `flwr_app_config()`."""
+FLWR_APP_PATHS = {"data.root": "", "federation.run-dir": "runs/flwr"}
 
 
 def scenario_flat(name: str) -> dict[str, object]:
@@ -110,3 +134,10 @@ def scenario_flat(name: str) -> dict[str, object]:
 def scenario_config(name: str, overrides: dict[str, object] | None = None) -> FedsynthConfig:
     """The scenario's config with `overrides` (flat keys) on top."""
     return FedsynthConfig.from_flat(scenario_flat(name) | (overrides or {}))
+
+
+def flwr_app_config() -> dict[str, object]:
+    """pyproject.toml's `[tool.flwr.app.config]`: every flat key of the `FLWR_APP_SCENARIO`
+    config (Flower refuses `--run-config` keys the app does not list), its paths at
+    `FLWR_APP_PATHS`. tests/test_flwr_app.py holds pyproject to it."""
+    return scenario_config(FLWR_APP_SCENARIO).to_flat() | FLWR_APP_PATHS

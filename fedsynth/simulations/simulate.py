@@ -23,7 +23,7 @@ def simulate(
     # Build the slice cache once here, before the sites (Ray actors) open it read-only.
     sites, _ = prepare_sites(cfg.data)
     # A round waits for no more sites than are simulated.
-    cfg = cfg.replace(**{"federation.min-nodes": min(cfg.federation.min_nodes, len(sites))})
+    cfg = cfg.evolve(federation={"min_nodes": min(cfg.federation.min_nodes, len(sites))})
     log.info(
         "simulating %d sites (%s), %d rounds × %d steps, DP %s → %s",
         len(sites),

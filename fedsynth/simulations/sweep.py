@@ -11,6 +11,8 @@ Outputs: sweep.csv, sweep.md and utility_vs_epsilon.png in OUT.
 from __future__ import annotations
 
 import csv
+import dataclasses
+import hashlib
 import io
 import json
 import logging
@@ -32,7 +34,7 @@ from fedsynth.data.pipeline import prepare_sites  # noqa: E402
 from fedsynth.data.slices import SiteData  # noqa: E402
 from fedsynth.models import build_model  # noqa: E402
 from fedsynth.privacy.calibrate import calibrate_sigma  # noqa: E402
-from fedsynth.privacy.sampling import UnitIndex  # noqa: E402
+from fedsynth.privacy.sampling import UnitIndex, sample_rate  # noqa: E402
 from fedsynth.server.report import federated_result  # noqa: E402
 from fedsynth.server.run_dir import RunDirectory  # noqa: E402
 
@@ -77,29 +79,40 @@ class Setting:
 
 def setting_key(cfg: FedsynthConfig) -> str:
     """Digest of everything that decides a setting's result (output paths excluded)."""
-    return cfg.replace(**dict.fromkeys(OUTPUT_KEYS, "")).digest()
+    flat = {k: v for k, v in cfg.to_flat().items() if k not in OUTPUT_KEYS}
+    return hashlib.sha256(json.dumps(flat, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def max_sample_rate(cfg: FedsynthConfig, sites: list[SiteData]) -> float:
-    """The largest Poisson rate any site trains at (the engine's default rate is
-    batch / units, so the smallest site spends ε fastest)."""
-    if cfg.privacy.sample_rate is not None:
-        return cfg.privacy.sample_rate
+    """The largest Poisson rate any site trains at (the smallest site spends ε fastest)."""
     modalities = build_model(cfg.model).training_modalities
     units = min(
         UnitIndex({m: s.train[m] for m in modalities}, cfg.privacy.unit).num_units for s in sites
     )
-    return min(1.0, cfg.train.batch_size / units)
+    return sample_rate(cfg.privacy, cfg.train.batch_size, units)
 
 
 def resolve(
-    base: FedsynthConfig, setting: Setting, sites: list[SiteData], dp: dict[str, Any]
+    base: FedsynthConfig,
+    setting: Setting,
+    sites: list[SiteData],
+    private: FedsynthConfig | None = None,
 ) -> FedsynthConfig:
-    """The run config of a setting: DP off for σ=0; else `dp` overrides, then σ (given or
-    calibrated to the ε target at the run's steps and the largest site sample rate)."""
+    """The run config of a setting.
+
+    Args:
+        base: the run's config.
+        setting: σ (0: DP off) or an ε target.
+        sites: the run's sites (the largest sample rate decides a calibrated σ).
+        private: the config of the DP settings (default `base`), e.g. a larger batch.
+
+    Returns:
+        `base` without DP for σ = 0; else `private` with DP on at σ (given, or calibrated to
+        the ε target at the run's steps and the largest site sample rate).
+    """
     if setting.noise == 0:
-        return base.replace(**{"privacy.enabled": False})
-    cfg = base.replace(**{**dp, "privacy.enabled": True})
+        return base.evolve(privacy={"enabled": False})
+    cfg = (private or base).evolve(privacy={"enabled": True})
     sigma = setting.noise
     if sigma is None:
         p = cfg.privacy
@@ -107,7 +120,7 @@ def resolve(
             setting.epsilon, p.delta, max_sample_rate(cfg, sites), cfg.federation.total_steps,
             p.accountant,
         )
-    return cfg.replace(**{"privacy.noise-multiplier": sigma})
+    return cfg.evolve(privacy={"noise_multiplier": sigma})
 
 
 def _row(setting: Setting, cfg: FedsynthConfig, run_dir: Path, audit: dict) -> dict[str, Any]:
@@ -144,7 +157,7 @@ def run_sweep(
     base: FedsynthConfig,
     settings: list[Setting],
     out: Path,
-    dp: dict[str, Any] | None = None,
+    private: FedsynthConfig | None = None,
     audit_site: str | None = None,
     bootstrap: int = 1000,
     cpus_per_site: float = 1.0,
@@ -157,12 +170,12 @@ def run_sweep(
     # One calibration recipe for every setting: the non-private run's (trained once per site).
     # As long as a site of the run trains (the audit's own default): `train.steps` is the
     # baselines' budget, not the federation's.
-    reference = base.replace(
-        **{"privacy.enabled": False, "train.steps": base.federation.total_steps}
+    reference = dataclasses.replace(
+        base.evolve(privacy={"enabled": False}), train=base.federated_train
     )
     rows = []
     for i, setting in enumerate(settings, 1):
-        cfg = resolve(base, setting, sites, dp or {})
+        cfg = resolve(base, setting, sites, private)
         key = setting_key(cfg)
         cached = out / "runs" / key / RESULT_FILE
         if cached.is_file():
@@ -172,7 +185,7 @@ def run_sweep(
         dp_text = f"σ={cfg.privacy.noise_multiplier:g}" if cfg.privacy.enabled else "DP off"
         log.info("[%d/%d] %s (%s) → %s", i, len(settings), setting.label, dp_text, cached.parent)
         run_dir = cached.parent / "run"
-        cfg = cfg.replace(**{"federation.run-dir": str(run_dir)})
+        cfg = cfg.evolve(federation={"run_dir": run_dir})
         if RunDirectory(run_dir).status()["status"] != "complete":  # else only the audit failed
             simulate(cfg, cpus_per_site=cpus_per_site)
         audit = audit_run(

@@ -16,8 +16,9 @@ nothing else:
 Every strategy validates each update first (`validation`: names, shapes, dtypes, NaN/inf,
 norm outliers; rejected replies are logged and listed on `strategy.rejections`) and then runs
 Flower's own rule — one file per idea: `generator_fedavg` (FedAvg, McMahan et al. 2017),
-`fedprox` (FedProx, Li et al. 2020), `server_opt` (FedAdam, Reddi et al. 2021), `robust`
-(median and trimmed mean, Yin et al. 2018).
+`fedprox` (FedProx, Li et al. 2020), `server_opt` (FedAdam, Reddi et al. 2021), `median` and
+`trimmed_mean` (coordinate-wise median and trimmed mean, Yin et al. 2018). A new strategy is
+one module plus one line in `STRATEGIES`.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from typing import Any
 
 from fedsynth.strategies.fedprox import ValidatedFedProx
 from fedsynth.strategies.generator_fedavg import GeneratorFedAvg
-from fedsynth.strategies.robust import ValidatedFedMedian, ValidatedFedTrimmedAvg
+from fedsynth.strategies.median import ValidatedFedMedian
 from fedsynth.strategies.server_opt import ValidatedFedAdam
+from fedsynth.strategies.trimmed_mean import ValidatedFedTrimmedAvg
 from fedsynth.strategies.validated import ValidatedAggregation
 from fedsynth.strategies.validation import Rejection, validate_replies
 
@@ -41,10 +43,20 @@ STRATEGIES: dict[str, type[ValidatedAggregation]] = {
 
 
 def build_strategy(name: str, **kwargs: Any) -> ValidatedAggregation:
-    """The strategy called `name`, built with `kwargs` (its class docstring lists them).
+    """The strategy registered as `name` in `STRATEGIES`, built with `kwargs`.
 
-    A knob the strategy does not take (e.g. `proximal_mu` for `fedavg`) raises TypeError
-    rather than being silently ignored.
+    Args:
+        name: a key of `STRATEGIES` ("fedavg", "fedprox", "fedadam", "median",
+            "trimmed-mean").
+        **kwargs: the strategy's keyword arguments (its class docstring lists them).
+
+    Returns:
+        The strategy, ready for `strategy.start(...)`.
+
+    Raises:
+        ValueError: `name` is not registered, or a knob is out of range.
+        TypeError: a knob the strategy does not take (e.g. `proximal_mu` for "fedavg"),
+            rather than being silently ignored.
     """
     try:
         cls = STRATEGIES[name]

@@ -17,32 +17,29 @@ from fedsynth.strategies.validated import ValidatedAggregation
 class ValidatedFedProx(ValidatedAggregation, FedProx):
     """Flower's FedProx (sends `proximal-mu` to the sites) with validated aggregation.
 
-    Parameters
-    ----------
-    fraction_train : float (default: 1.0)
-        Fraction of connected nodes sampled for training (at least `min_train_nodes`).
-    fraction_evaluate : float (default: 1.0)
-        Fraction of connected nodes sampled for evaluation (at least `min_evaluate_nodes`).
-    min_train_nodes : int (default: 2)
-        Minimum number of nodes sampled for training.
-    min_evaluate_nodes : int (default: 2)
-        Minimum number of nodes sampled for evaluation.
-    min_available_nodes : int (default: 2)
-        Nodes that must be connected before a round starts.
-    weighted_by_key : str (default: "num-examples")
-        MetricRecord key weighting the average of arrays and metrics.
-    arrayrecord_key : str (default: "arrays")
-        Name of the ArrayRecord in the messages sent to sites.
-    configrecord_key : str (default: "config")
-        Name of the ConfigRecord in the messages sent to sites.
-    train_metrics_aggr_fn : callable | None (default: None)
-        (list[RecordDict], str) -> MetricRecord for train metrics; None: weighted mean.
-    evaluate_metrics_aggr_fn : callable | None (default: None)
-        (list[RecordDict], str) -> MetricRecord for evaluate metrics; None: weighted mean.
-    proximal_mu : float (default: 0.0)
-        Weight mu of the client-side proximal term; 0.0 is FedAvg (Flower logs a warning).
-    norm_factor : float (default: 10.0)
-        Update-norm outlier factor (see `fedsynth.strategies.validation`).
-    norm_floor : float (default: 1e-3)
-        Floor on the median update norm used by the outlier test.
+    Args:
+        fraction_train (float): fraction of connected nodes sampled for training (at least
+            `min_train_nodes`). Defaults to 1.0.
+        fraction_evaluate (float): fraction of connected nodes sampled for evaluation (at least
+            `min_evaluate_nodes`). Defaults to 1.0.
+        min_train_nodes (int): minimum number of nodes sampled for training. Defaults to 2.
+        min_evaluate_nodes (int): minimum number of nodes sampled for evaluation. Defaults to 2.
+        min_available_nodes (int): nodes that must be connected before a round starts.
+            Defaults to 2.
+        weighted_by_key (str): metricRecord key weighting the average of arrays and metrics.
+            Defaults to "num-examples".
+        arrayrecord_key (str): name of the ArrayRecord in the messages sent to sites.
+            Defaults to "arrays".
+        configrecord_key (str): name of the ConfigRecord in the messages sent to sites.
+            Defaults to "config".
+        train_metrics_aggr_fn (Callable | None): (list[RecordDict], str) -> MetricRecord for train
+            metrics; None: weighted mean. Defaults to None.
+        evaluate_metrics_aggr_fn (Callable | None): (list[RecordDict], str) -> MetricRecord for
+            evaluate metrics; None: weighted mean. Defaults to None.
+        proximal_mu (float): weight mu of the client-side proximal term; 0.0 is FedAvg (Flower logs
+            a warning). Defaults to 0.0.
+        norm_factor (float): update-norm outlier factor (see `fedsynth.strategies.validation`).
+            Defaults to 10.0.
+        norm_floor (float): floor on the median update norm used by the outlier test.
+            Defaults to 1e-3.
     """

@@ -32,31 +32,25 @@ class ValidatedAggregation(FedAvg):
     `class ValidatedFedProx(ValidatedAggregation, FedProx)` validates, then runs FedProx.
     Takes keyword arguments only.
 
-    Parameters
-    ----------
-    norm_factor : float (default: 10.0)
-        A reply whose update norm ||w_i - w_global|| exceeds `norm_factor` times the median
-        update norm of the other replies is rejected as an outlier. Must be > 1;
-        `math.inf` disables the test.
-    norm_floor : float (default: 1e-3)
-        Lower bound on that median, so a round where every update is tiny does not reject a
-        site for a merely small one.
-    **kwargs
-        Passed on to the Flower strategy.
+    Args:
+        norm_factor (float): A reply whose update norm ||w_i - w_global|| exceeds `norm_factor`
+            times the median update norm of the other replies is rejected as an outlier. Must be >
+            1; `math.inf` disables the test. Defaults to 10.0.
+        norm_floor (float): lower bound on that median, so a round where every update is tiny does
+            not reject a site for a merely small one. Defaults to 1e-3.
+        **kwargs: passed on to the Flower strategy.
 
-    Attributes
-    ----------
-    rejections : list[Rejection]
-        Every rejected reply so far as (server_round, node_id, reason), for the server's report.
-    replies : dict[tuple[int, str], dict[int, dict]]
-        (server_round, "train" | "evaluate") -> node_id -> {"status": "accepted" | "rejected"
-        | "error", "reason": str, "metrics": {...}}: what each site answered, per round, so the
-        server can report ε and status per site.
-    phase_times : dict[tuple[int, str], dict[str, float]]
-        (server_round, "train" | "evaluate") -> {"start": wall-clock time the phase began
-        (sampling nodes), "sent": the instructions were handed to the grid, "replied": the
-        replies were back}: the server's side of a
-        round's time line (its metrics line carries it; benchmarks/federation.py reads it).
+    Attributes:
+        rejections (list[Rejection]): every rejected reply so far as (server_round, node_id,
+            reason), for the server's report.
+        replies (dict[tuple[int, str], dict[int, dict]]): (server_round, "train" | "evaluate") ->
+            node_id -> {"status": "accepted" | "rejected" | "error", "reason": str, "metrics":
+            {...}}: what each site answered, per round, so the server can report ε and status per
+            site.
+        phase_times (dict[tuple[int, str], dict[str, float]]): (server_round, "train" | "evaluate")
+            -> {"start": wall-clock time the phase began (sampling nodes), "sent": the instructions
+            were handed to the grid, "replied": the replies were back}: the server's side of a
+            round's time line (its metrics line carries it; benchmarks/federation.py reads it).
     """
 
     def __init__(self, *, norm_factor: float = 10.0, norm_floor: float = 1e-3, **kwargs: Any):

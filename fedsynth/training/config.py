@@ -22,8 +22,9 @@ class TrainConfig:
         decay_start * steps to steps) or "cosine" (cosine decay to 0 from decay_start * steps).
     decay_start: fraction of the run after which the decay starts.
     seed: seeds the batch sampling, random target labels and DP noise.
-    init_checkpoint: a public warm start (`fedsynth pretrain`): every run mode and the server's
-        initial arrays start from its weights instead of random ones (None: from scratch).
+    init_checkpoint: a public warm start (`fedsynth pretrain`), as a path or the name of a
+        packaged one (`fedsynth.pretrained.PACKAGED`, e.g. "phantom-cyclegan-t1t2"): every run
+        mode and the server's initial arrays start from its weights (None: from scratch).
     augmentations: K, augmentation multiplicity (De et al. 2022): each sampled slice is seen
         under K random flips/shifts and its loss gradients are averaged before clipping, so a
         unit still adds one gradient of norm <= C (the sensitivity is unchanged).

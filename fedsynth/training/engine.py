@@ -27,7 +27,7 @@ from fedsynth.privacy.budget import PrivacyBudget
 from fedsynth.privacy.config import PrivacyConfig
 from fedsynth.privacy.dp_sgd import private_gradient
 from fedsynth.privacy.per_sample import batch_gradients
-from fedsynth.privacy.sampling import UnitIndex
+from fedsynth.privacy.sampling import UnitIndex, sample_rate
 from fedsynth.privacy.secret import dp_seed
 from fedsynth.training.augment import augment
 from fedsynth.training.config import TrainConfig
@@ -167,6 +167,7 @@ class _Session:
     proximal: Proximal | None
     ema: dict[str, torch.Tensor] | None = None
     sums: dict[str, float] = field(default_factory=dict)
+    lr: float = 0.0  # the rate of the last step taken (what the metrics report)
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PLAYERS, 0))
 
 
@@ -201,7 +202,7 @@ def _setup(
         optimizers[player].load_state_dict(copy.deepcopy(saved))
     release = None
     if accountant is not None:
-        q = privacy_cfg.sample_rate or min(1.0, train_cfg.batch_size / index.num_units)
+        q = sample_rate(privacy_cfg, train_cfg.batch_size, index.num_units)
         release = Release(
             privacy_cfg.noise_multiplier,
             q,
@@ -233,6 +234,7 @@ def _setup(
         proximal,
         ema,
         sums,
+        lr=train_cfg.learning_rate(max(state.step - 1, 0)),
     )
     return session, state
 
@@ -306,7 +308,7 @@ def _finish(
     metrics.update(
         steps=float(todo),
         global_step=float(step),
-        lr=s.train_cfg.learning_rate(max(step - 1, 0)),
+        lr=s.lr,
         seconds_per_step=elapsed / todo if todo else 0.0,
         budget_exhausted=float(stop_reason is not None),
     )
@@ -363,9 +365,9 @@ def train_local(
     step = state.step
     start = time.perf_counter()
     for _ in range(todo):
-        lr = train_cfg.learning_rate(step)
+        session.lr = train_cfg.learning_rate(step)
         for player in PLAYERS:
-            _update(session, player, lr)
+            _update(session, player, session.lr)
         if session.ema is not None:
             update_ema(session.ema, model, train_cfg.ema_decay)
         step += 1
