@@ -10,6 +10,7 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,36 @@ from pathlib import Path
 import torch
 
 RESULTS = Path(__file__).parent / "results"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def reproducing_command(argv: list[str]) -> str:
+    """The command that reproduces a result, as a reader would type it from the repository
+    root: the script relative to the root, `--out` dropped (the result's own place is
+    results/NAME.json), and any other path under the temp directory shown as `DIR`.
+
+    Args:
+        argv: `sys.argv` of the benchmark.
+
+    Returns:
+        e.g. "python benchmarks/private_finetune.py --work DIR".
+    """
+    script = Path(argv[0]).resolve()
+    words = [str(script.relative_to(REPO)) if script.is_relative_to(REPO) else argv[0]]
+    temp = Path(tempfile.gettempdir()).resolve()
+    rest = iter(argv[1:])
+    for word in rest:
+        name, eq, value = word.partition("=")
+        if name == "--out":
+            if not eq:
+                next(rest, None)
+            continue
+        if Path(word).is_absolute() and Path(word).resolve().is_relative_to(temp):
+            word = "DIR"
+        elif eq and Path(value).is_absolute() and Path(value).resolve().is_relative_to(temp):
+            word = f"{name}=DIR"
+        words.append(word)
+    return " ".join(["python", *words])
 
 
 def machine() -> dict:
@@ -50,7 +81,7 @@ def write_result(name: str, figures: dict[str, float], out: Path | None = None) 
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = {
         "machine": machine(),
-        "command": " ".join(["python", *sys.argv]),
+        "command": reproducing_command(sys.argv),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "figures": {k: round(float(v), 4) for k, v in figures.items()},
     }

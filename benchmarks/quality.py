@@ -187,19 +187,17 @@ def main() -> None:
             units = min(s.num_train_slices() for s in sites)
             q = min(1.0, size["dp_batch"] / units)
             sigma = calibrate_sigma(size["epsilon"], DELTA, q, dp_steps)
-            dcfg = cfg.replace(
-                **{
-                    "privacy.enabled": True,
-                    "privacy.unit": "slice",
-                    "privacy.noise-multiplier": sigma,
-                    "privacy.max-grad-norm": size["max_grad_norm"],
-                    "privacy.delta": DELTA,
-                    "privacy.sample-rate": q,
-                    "train.batch-size": size["dp_batch"],
-                    "train.lr": size["dp_lr"],
-                    "federation.num-rounds": dp_rounds,
-                    "federation.local-steps": dp_steps // dp_rounds,
-                }
+            dcfg = cfg.evolve(
+                privacy={
+                    "enabled": True,
+                    "unit": "slice",
+                    "noise_multiplier": sigma,
+                    "max_grad_norm": size["max_grad_norm"],
+                    "delta": DELTA,
+                    "sample_rate": q,
+                },
+                train={"batch_size": size["dp_batch"], "lr": size["dp_lr"]},
+                federation={"num_rounds": dp_rounds, "local_steps": dp_steps // dp_rounds},
             )
             result = run_federated(dcfg, root / "fed-dp", len(sites))
             figures |= rows("federated_dp", result)

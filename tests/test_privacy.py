@@ -406,9 +406,11 @@ def test_privacy_config_accepts_the_edges_of_its_ranges() -> None:
 
 
 def opacus_epsilon(history: list[tuple[float, float, int]], delta: float, cls=RDPAccountant):
-    """The reference: one Opacus accountant over every release of both players."""
+    """The reference: one Opacus accountant stepped through every release of both players."""
     reference = cls()
-    reference.history = list(history)
+    for sigma, q, steps in history:
+        for _ in range(steps):
+            reference.step(noise_multiplier=sigma, sample_rate=q)
     return reference.get_epsilon(delta=delta)
 
 

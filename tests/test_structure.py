@@ -12,7 +12,7 @@ import fedsynth
 PACKAGE = Path(fedsynth.__file__).parent
 # Lowest first. A module may import its own layer's modules (acyclically) and lower layers.
 LAYERS: list[tuple[str, ...]] = [
-    ("atomic", "data", "strategies", "pretrained"),
+    ("atomic", "flat", "instruction", "data", "strategies", "pretrained"),
     ("models",),
     ("privacy",),
     ("training", "evaluation"),
@@ -20,10 +20,9 @@ LAYERS: list[tuple[str, ...]] = [
     ("client", "server", "deploy"),
     ("audit",),
     ("simulations",),
-    ("demo",),
     ("cli",),
 ]
-FLOWER_FREE = ("atomic", "data", "models", "privacy", "training", "evaluation", "config")
+FLOWER_FREE = ("atomic", "flat", "instruction", "data", "models", "privacy", "training", "evaluation", "config")
 
 
 def module_name(path: Path) -> str:

@@ -1,7 +1,8 @@
 """`fedsynth privacy check`: does the ε a run reports follow from what the sites recorded?
 
 Independent of `fedsynth.privacy.accountant`: each site's `accountant.json` is read as plain
-JSON and handed to a fresh Opacus accountant (`RDPAccountant` / `PRVAccountant`) holding the
+JSON and handed to a fresh Opacus accountant (made by Opacus's `create_accountant` and given
+the history through its own `load_state_dict`) holding the
 (σ, q, steps) entries of BOTH players — every step releases one generator and one
 discriminator update, and ε is that of all releases composed. Checked per site:
 
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from opacus.accountants import PRVAccountant, RDPAccountant
+from opacus.accountants import create_accountant
 
 from fedsynth.client.state_dir import SiteStateDir
 from fedsynth.models.checkpoint import CheckpointError
@@ -46,10 +47,11 @@ class SiteCheck:
 
 def opacus_epsilon(histories: dict[str, list[Entry]], mechanism: str, delta: float) -> float:
     """ε at δ of every player's releases, by a fresh Opacus accountant."""
-    accountant = {"rdp": RDPAccountant, "prv": PRVAccountant}[mechanism]()
-    accountant.history = [tuple(e) for h in histories.values() for e in h]
-    if not accountant.history:
+    history = [tuple(e) for h in histories.values() for e in h]
+    if not history:
         return 0.0
+    accountant = create_accountant(mechanism=mechanism)
+    accountant.load_state_dict({"history": history, "mechanism": mechanism})
     return float(accountant.get_epsilon(delta=delta))
 
 
