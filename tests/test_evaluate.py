@@ -81,7 +81,12 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     nodes = [{"partition-id": i, "num-partitions": len(sites)} for i in range(len(sites))]
     with pytest.MonkeyPatch.context() as mp:
         set_task_identity(mp)
-        run_federation(ClientAppGrid(client_app, nodes, run_config=cfg.to_flat()), cfg, sites, {0: "hospA", 1: "hospB"})
+        run_federation(
+            ClientAppGrid(client_app, nodes, run_config=cfg.to_flat()),
+            cfg,
+            sites,
+            {0: "hospA", 1: "hospB"},
+        )
     return base / "run"
 
 

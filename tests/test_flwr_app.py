@@ -4,10 +4,10 @@ the way Flower reads it, and an instruction carries no setting a site reads itse
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 from flwr.common.config import get_fused_config_from_dir, parse_config_args
 from opacus.accountants import RDPAccountant
 

@@ -36,7 +36,10 @@ def test_site_offline_for_a_round_rejoins_with_its_state(data_root: Path, tmp_pa
 
     nodes = [{"partition-id": i, "num-partitions": 3} for i in range(3)]
     run_federation(
-        ClientAppGrid(flaky, nodes, run_config=cfg.to_flat()), cfg, sites, {i: s.site for i, s in enumerate(sites)}
+        ClientAppGrid(flaky, nodes, run_config=cfg.to_flat()),
+        cfg,
+        sites,
+        {i: s.site for i, s in enumerate(sites)},
     )
     out = tmp_path / "run"
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

@@ -22,7 +22,17 @@ LAYERS: list[tuple[str, ...]] = [
     ("simulations",),
     ("cli",),
 ]
-FLOWER_FREE = ("atomic", "flat", "instruction", "data", "models", "privacy", "training", "evaluation", "config")
+FLOWER_FREE = (
+    "atomic",
+    "flat",
+    "instruction",
+    "data",
+    "models",
+    "privacy",
+    "training",
+    "evaluation",
+    "config",
+)
 
 
 def module_name(path: Path) -> str:

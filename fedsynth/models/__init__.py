@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 
 from fedsynth.models.base import PLAYERS, Batch, Stream, SynthesisModel
+from fedsynth.models.blocks import init_weights
 from fedsynth.models.config import ModelConfig
 from fedsynth.models.cyclegan import CycleGAN
-from fedsynth.models.networks import init_weights
 from fedsynth.models.registry import known_kinds, model_class, register_model
 from fedsynth.models.unified import UnifiedGAN
 

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from fedsynth.models.blocks import NORM_TYPES
 from fedsynth.models.config import ModelConfig
-from fedsynth.models.networks import NORM_TYPES
 
 PLAYERS = ("generators", "discriminators")
 

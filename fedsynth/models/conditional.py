@@ -7,15 +7,15 @@ four contrasts the unified model's classification loss stayed above ln 4); modul
 block cannot be ignored as easily. The style lets a direction be more than the sum of its
 target's and its source's modulations (one-hot codes alone only add them up). Measured on a
 public phantom (README "Unified model"), it is neutral within seed noise; it did not stop the
-collapse the kept background stops (`fedsynth.models.unified`). DP-safe like `networks`:
-per-sample, no batch statistics."""
+collapse the kept background stops (`fedsynth.models.unified`). DP-safe like
+`fedsynth.models.blocks`: per-sample, no batch statistics."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 
-from fedsynth.models.networks import ACTIVATIONS, ConvBlock
+from fedsynth.models.blocks import ACTIVATIONS, ConvBlock, resnet_plan
 
 STYLE = 32
 """Width of the mapping network's style vector."""
@@ -61,8 +61,8 @@ class CondResidual(nn.Module):
 
 
 class ConditionalResnetGenerator(nn.Module):
-    """The ResNet generator's layout (7x7 stem, stride-2 downsamplings, residual blocks,
-    upsample + conv, 7x7 Tanh head) with FiLM after every normalisation."""
+    """The ResNet generator's layer plan (`fedsynth.models.blocks.resnet_plan`) with FiLM after
+    every normalisation; the Tanh head is unconditioned."""
 
     def __init__(
         self,
@@ -78,21 +78,14 @@ class ConditionalResnetGenerator(nn.Module):
             nn.Linear(code_size, STYLE), nn.ReLU(), nn.Linear(STYLE, STYLE), nn.ReLU()
         )
         k = code_size + STYLE
-        blocks: list[nn.Module] = [
-            CondBlock(k, in_channels, base_channels, 7, reflect=3, norm=norm, act="relu")
-        ]
-        ch = base_channels
-        for _ in range(downsamplings):
-            blocks.append(CondBlock(k, ch, 2 * ch, 3, stride=2, reflect=1, norm=norm, act="relu"))
-            ch *= 2
-        blocks.extend(CondResidual(k, ch, norm) for _ in range(res_blocks))
-        for _ in range(downsamplings):
-            blocks.append(
-                CondBlock(k, ch, ch // 2, 3, reflect=1, upsample=True, norm=norm, act="relu")
-            )
-            ch //= 2
-        self.body = nn.ModuleList(blocks)
-        self.head = ConvBlock(ch, 1, 7, reflect=3, act="tanh")
+        *body, head = resnet_plan(in_channels, 1, base_channels, res_blocks, downsamplings, norm)
+        self.body = nn.ModuleList(
+            CondResidual(k, s.out_channels, norm)
+            if s.residual
+            else CondBlock(k, s.in_channels, s.out_channels, s.kernel_size, **s.options)
+            for s in body
+        )
+        self.head = ConvBlock(head.in_channels, head.out_channels, head.kernel_size, **head.options)
 
     def forward(self, x: Tensor, code: Tensor) -> Tensor:
         style = torch.cat([code, self.mapping(code)], dim=1)

@@ -18,8 +18,9 @@ from torch import Tensor
 from fedsynth.models.base import Batch, Stream, SynthesisModel
 from fedsynth.models.config import ModelConfig
 from fedsynth.models.losses import l1_loss, lsgan_loss
-from fedsynth.models.networks import PatchDiscriminator, ResnetGenerator
+from fedsynth.models.patch_discriminator import PatchDiscriminator
 from fedsynth.models.registry import register_model
+from fedsynth.models.resnet_generator import ResnetGenerator
 
 
 @register_model("cyclegan")

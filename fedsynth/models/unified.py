@@ -33,7 +33,7 @@ from fedsynth.models.base import Batch, Stream, SynthesisModel
 from fedsynth.models.conditional import ConditionalResnetGenerator
 from fedsynth.models.config import ModelConfig
 from fedsynth.models.losses import classification_loss, l1_loss, lsgan_loss
-from fedsynth.models.networks import PatchDiscriminator
+from fedsynth.models.patch_discriminator import PatchDiscriminator
 from fedsynth.models.registry import register_model
 
 

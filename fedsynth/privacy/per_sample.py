@@ -13,7 +13,7 @@ from torch import Tensor
 from torch.func import functional_call, grad, vmap
 
 from fedsynth.models.base import Batch, Stream, SynthesisModel
-from fedsynth.models.networks import per_sample_mode
+from fedsynth.models.layers import per_sample_mode
 
 Grads = dict[str, Tensor]
 Terms = dict[str, Tensor]

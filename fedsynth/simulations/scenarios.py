@@ -24,9 +24,10 @@ SMALL_MODEL: dict[str, object] = {
 }
 # The unified model's setting, as benchmarked in benchmarks/unified.py: SMALL_MODEL (lr 2e-3)
 # for 15 rounds × 40 steps = 600 steps (`federation.total_steps`; a baseline of the same
-# budget trains `FedsynthConfig.federated_train`). Chosen on a public phantom (seed 7, not the benchmark's), validation subjects,
-# mean in-brain PSNR over the 12 directions (README "Unified model"): 15.46 ± 0.21 dB over six
-# seeds; lr 5e-4 learned less (14.32 with seed 0) and λ_rec = 5 collapsed.
+# budget trains `FedsynthConfig.federated_train`). Chosen on a public phantom (seed 7, not the
+# benchmark's), validation subjects, mean in-brain PSNR over the 12 directions (README
+# "Unified model"): 15.46 ± 0.21 dB over six seeds; lr 5e-4 learned less (14.32 with seed 0)
+# and λ_rec = 5 collapsed.
 UNIFIED_RECIPE: dict[str, object] = {
     **SMALL_MODEL,
     "model.kind": "unified",

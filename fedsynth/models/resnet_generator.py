@@ -1,0 +1,38 @@
+"""CycleGAN's ResNet generator (Johnson et al. 2016; Zhu et al. 2017), built from the shared
+layer plan (`fedsynth.models.blocks.resnet_plan`)."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from fedsynth.models.blocks import ConvBlock, ResidualBlock, resnet_plan
+
+
+class ResnetGenerator(nn.Module):
+    """7x7 stem, stride-2 downsamplings, residual blocks, nearest-upsample + conv, 7x7 head and
+    Tanh to [-1, 1] (`resnet_plan`'s arguments)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        base_channels: int,
+        res_blocks: int,
+        downsamplings: int,
+        norm: str,
+    ) -> None:
+        super().__init__()
+        plan = resnet_plan(
+            in_channels, out_channels, base_channels, res_blocks, downsamplings, norm
+        )
+        self.body = nn.Sequential(
+            *(
+                ResidualBlock(s.out_channels, norm)
+                if s.residual
+                else ConvBlock(s.in_channels, s.out_channels, s.kernel_size, **s.options)
+                for s in plan
+            )
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.body(x)
