@@ -1,5 +1,5 @@
 """`fedsynth deploy ...`: the steps of a multi-hospital deployment (README "Deploy across
-hospitals"), each printing what it did or the exact Flower command it runs."""
+hospitals"), each reporting on the console what it did or the exact Flower command it runs."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import shlex
 import subprocess
 from pathlib import Path
 
-from fedsynth.cli.common import parse_sets
+from rich.markup import escape
+
+from fedsynth.cli.common import console, parse_sets
 from fedsynth.config import FedsynthConfig
 from fedsynth.deploy.certs import ServerCertificates, make_node_key, make_server_certificates
 from fedsynth.deploy.commands import (
@@ -22,11 +24,17 @@ from fedsynth.deploy.commands import (
     write_connection,
 )
 from fedsynth.deploy.local import APP
+from fedsynth.simulations.scenarios import flwr_app_config
+
+
+def _show(cmd: list[str]) -> None:
+    """The exact command, unwrapped and without markup, so it can be copied."""
+    console.print(shlex.join(cmd), markup=False, highlight=False, soft_wrap=True)
 
 
 def _exec(cmd: list[str], dry_run: bool) -> int:
-    """Print the command; unless `dry_run`, become it (same PID: stop it as you would Flower)."""
-    print(shlex.join(cmd), flush=True)
+    """Show the command; unless `dry_run`, become it (same PID: stop it as you would Flower)."""
+    _show(cmd)
     if dry_run:
         return 0
     os.execvpe(cmd[0], cmd, deployment_env())
@@ -34,20 +42,31 @@ def _exec(cmd: list[str], dry_run: bool) -> int:
 
 def cmd_certs(args: argparse.Namespace) -> int:
     paths = make_server_certificates(args.out, args.host)
-    print(f"CA {paths.ca_cert} (give this file to every hospital; keep {paths.ca_key} offline)")
-    print(f"SuperLink certificate {paths.server_cert} + key {paths.server_key} for {args.host}")
+    console.print(
+        f"CA {paths.ca_cert} (give this file to every hospital; keep {paths.ca_key} offline)",
+        soft_wrap=True,
+    )
+    console.print(
+        f"SuperLink certificate {paths.server_cert} + key {paths.server_key} for {args.host}",
+        soft_wrap=True,
+    )
     return 0
 
 
 def cmd_node_key(args: argparse.Namespace) -> int:
     key = make_node_key(args.out, args.name)
-    print(f"private key {key.private} (stays here); send {key.public} to the coordinator")
+    console.print(
+        f"private key {key.private} (stays here); send {key.public} to the coordinator",
+        soft_wrap=True,
+    )
     return 0
 
 
 def cmd_connect(args: argparse.Namespace) -> int:
     path = write_connection(args.name, args.address, None if args.insecure else args.ca)
-    print(f"[superlink.{args.name}] → {args.address} written to {path}")
+    console.print(
+        f"[superlink.{args.name}] → {args.address} written to {path}", markup=False, soft_wrap=True
+    )
     return 0
 
 
@@ -81,17 +100,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     flat["federation.run-dir"] = str(run_dir)
     if args.resume:
         flat["federation.resume-from"] = str(run_dir)
-    typed = FedsynthConfig.from_flat(flat).to_flat()  # every key and value checked, and typed
+    # The config the ServerApp will build (the app's defaults, then these overrides), checked
+    # here so a bad key or value fails before anything starts, naming the key.
+    typed = FedsynthConfig.from_flat(flwr_app_config() | flat).to_flat()
     cmd = run_command(args.app, args.connection, {k: typed[k] for k in flat})
-    print(shlex.join(cmd), flush=True)
+    _show(cmd)
     code = subprocess.run(cmd, env=deployment_env()).returncode
     status_file = run_dir / "status.json"
     status = json.loads(status_file.read_text()) if status_file.is_file() else {}
     if code == 0 and status.get("status") == "complete":
-        print(f"run complete: {run_dir}")
+        console.print(f"[green]run complete[/]: {escape(str(run_dir))}", soft_wrap=True)
         return 0
     reason = status.get("reason") or f"flwr run exited {code}; see the SuperLink log"
-    print(f"run FAILED ({status.get('status', 'no status.json')}): {reason}")
+    verdict = status.get("status", "no status.json")
+    console.print(f"[red]run FAILED[/] ({escape(verdict)}): {escape(reason)}", soft_wrap=True)
     return 1
 
 
