@@ -18,6 +18,7 @@ from fedsynth.cli import main
 from fedsynth.data.config import PreprocessConfig
 from fedsynth.data.layouts import SubjectRecord
 from fedsynth.data.preprocess import preprocess_subject
+from fedsynth.data.validation import read_volume
 
 
 def _vol() -> np.ndarray:
@@ -51,6 +52,21 @@ def _one_voxel(path: Path) -> None:
     save_nifti(path, vol)
 
 
+def _with_forms(path: Path, qform: np.ndarray, q_code: int = 1, s_code: int = 1) -> Path:
+    """A volume whose sform is AFFINE and whose qform is `qform`, with the codes given."""
+    img = nib.Nifti1Image(_vol(), AFFINE)
+    img.set_sform(AFFINE, code=s_code)
+    img.set_qform(qform, code=q_code)
+    nib.save(img, path)
+    return path
+
+
+def _shifted(mm: float) -> np.ndarray:
+    moved = AFFINE.copy()
+    moved[0, 3] += mm
+    return moved
+
+
 # case -> (how to spoil a subject's T1 file in place, the reason both commands must give)
 CASES: dict[str, tuple[Callable[[Path], object] | None, str]] = {
     "corrupt": (lambda p: p.write_bytes(b"not a nifti at all"), ": cannot read as NIfTI ("),
@@ -65,6 +81,10 @@ CASES: dict[str, tuple[Callable[[Path], object] | None, str]] = {
     "zero-voxel": (_voxel_size(0.0), ": voxel sizes (0.0, 2.0, 2.0) in the header must be finite"),
     "negative-voxel": (_voxel_size(-2.0), ": voxel sizes (-2.0, 2.0, 2.0) in the header"),
     "nan-voxel": (_voxel_size(np.nan), ": voxel sizes (nan, 2.0, 2.0) in the header"),
+    "sform-qform": (
+        lambda p: _with_forms(p, _shifted(5.0)),
+        ": sform (code 1) and qform (code 1) disagree by 5 mm",
+    ),
     "too-small": (lambda p: save_nifti(p, _vol()[:4]), ": shape (4, 28, 20) is too small"),
     "no-foreground": (_one_voxel, ": no foreground (no region above 0.1"),
     "unknown-modality": (None, "unknown modality 'DWI' in "),  # made in the test
@@ -147,6 +167,45 @@ def test_lenient_prepare_skips_and_counts(
     index = np.load(entry / "index.npz")
     kept = set(index["uid"][index["modality"] == "T1"].tolist())
     assert ("hospA/sub-hospA000" in kept) == (case == "unknown-modality")
+
+
+def _oblique() -> np.ndarray:
+    """A 2-mm grid rotated 10° about two axes, 120 mm off the origin: float32 quaternion
+    round-off of its qform is what the tolerance must accept."""
+    a, b = np.radians(10.0), np.radians(-7.0)
+    rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+    rz = np.array([[np.cos(b), -np.sin(b), 0], [np.sin(b), np.cos(b), 0], [0, 0, 1]])
+    affine = np.eye(4)
+    affine[:3, :3] = rz @ rx @ np.diag([2.0, 2.0, 2.0])
+    affine[:3, 3] = [-121.3, 97.7, -63.1]
+    return affine
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["agree", "agree-oblique", "qform-code-0", "sform-code-0"],
+)
+def test_sform_and_qform_that_agree_or_are_unset_pass(case: str, tmp_path: Path) -> None:
+    path = tmp_path / "v.nii.gz"
+    if case == "agree":
+        _with_forms(path, AFFINE)
+    elif case == "agree-oblique":
+        img = nib.Nifti1Image(_vol(), _oblique())
+        img.set_sform(_oblique(), code=1)
+        img.set_qform(_oblique(), code=1)
+        nib.save(img, path)
+        header = nib.load(path).header
+        assert 0 < np.abs(header.get_qform() - header.get_sform()).max() < 1e-3  # round-off
+    elif case == "qform-code-0":  # the sform is used; the stale qform is ignored
+        _with_forms(path, _shifted(5.0), q_code=0)
+    else:  # only the qform is set
+        _with_forms(path, _shifted(5.0), s_code=0)
+    volume = read_volume(path)
+    expected = (
+        _shifted(5.0) if case == "sform-code-0" else _oblique() if "oblique" in case else AFFINE
+    )
+    assert np.allclose(nib.load(path).affine, expected, atol=1e-3)
+    assert volume.data.shape == _vol().shape
 
 
 # --- signed intensities: handled, not refused -------------------------------------------------

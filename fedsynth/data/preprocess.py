@@ -55,7 +55,7 @@ class SubjectVolumes:
 
 
 def load_subject(record: SubjectRecord, cfg: PreprocessConfig) -> SubjectVolumes:
-    """Read and validate a subject's volumes (validation rules 1–10, up to the slices)."""
+    """Read and validate a subject's volumes (validation rules 1–11, up to the slices)."""
     volumes: dict[str, Volume] = {}
     for modality, path in record.images.items():
         volumes[modality] = read_volume(path)

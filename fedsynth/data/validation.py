@@ -15,18 +15,23 @@ Rules for one file, in the order they are checked (the first that fails is the r
 4. Its voxel sizes — `pixdim` as stored in the file (nibabel's loader would silently turn 0 into
    1 and a negative size into its absolute value) and the voxel-to-world affine — are finite
    and > 0. → "voxel sizes … in the header must be finite and > 0"
-5. It has at least `MIN_VOXELS` voxels along every axis: fewer cannot give a slice once the
+5. Its orientation is unambiguous: when both the sform and the qform are set (codes > 0), they
+   agree to `SFORM_QFORM_TOLERANCE` mm. nibabel (and so fedsynth) would use the sform and
+   another tool the qform, so the same file would put the brain in two places.
+   → "sform (code …) and qform (code …) disagree by … mm"; a file with one code 0 uses the
+   other transform and passes.
+6. It has at least `MIN_VOXELS` voxels along every axis: fewer cannot give a slice once the
    foreground is opened and cropped. → "shape … is too small: …"
-6. Its voxel data read in full (a corrupt or truncated gzip stream fails here).
+7. Its voxel data read in full (a corrupt or truncated gzip stream fails here).
    → "cannot read as NIfTI (…)"
-7. Every voxel is finite. → "has N NaN/inf voxels"
-8. It is not empty (all 0) or constant. → "is empty (all voxels 0)" / "is constant (…)"
+8. Every voxel is finite. → "has N NaN/inf voxels"
+9. It is not empty (all 0) or constant. → "is empty (all voxels 0)" / "is constant (…)"
 
 Rules for one subject (`fedsynth.data.preprocess`):
 
-9. All of a subject's volumes and its mask lie on one grid (shape, and affine to 1e-3 mm).
-   → "grid … differs from …"
-10. Each volume shows a foreground of its own (without a mask file; with one, the mask is not
+10. All of a subject's volumes and its mask lie on one grid (shape, and affine to 1e-3 mm).
+    → "grid … differs from …"
+11. Each volume shows a foreground of its own (without a mask file; with one, the mask is not
     empty), the foreground has an intensity range, and for training at least one axial slice
     keeps `min_foreground` of it. → "no foreground (…)" / "no intensity range inside the
     foreground" / "no axial slice has >= … foreground"
@@ -60,6 +65,11 @@ from nibabel.orientations import (
 log = logging.getLogger(__name__)
 
 MIN_VOXELS = 8
+SFORM_QFORM_TOLERANCE = 1e-3
+"""mm (max abs difference of the two 4x4 affines). The qform is stored as a float32
+quaternion and offsets: a faithful copy of an sform of a 256-mm field of view differs from it by
+about 1e-5 mm; any real disagreement (a shift, a flip, a shear the quaternion cannot hold) is
+far above 1e-3."""
 
 
 class DatasetError(ValueError):
@@ -81,7 +91,7 @@ def check_readable(path: Path) -> None:
 
 
 def _unreadable(path: Path, err: Exception) -> DatasetError:
-    """Rules 2 and 6's error: the bytes are not a readable NIfTI."""
+    """Rules 2 and 7's error: the bytes are not a readable NIfTI."""
     return DatasetError(f"{path}: cannot read as NIfTI ({type(err).__name__}: {err})")
 
 
@@ -110,7 +120,7 @@ _READ_ERRORS = (OSError, EOFError, ValueError, nib.filebasedimages.ImageFileErro
 
 
 def _header(path: Path) -> tuple[nib.Nifti1Image, tuple[int, ...]]:
-    """Rules 2–5, judged from the header alone: the image and its 3D shape."""
+    """Rules 2–6, judged from the header alone: the image and its 3D shape."""
     try:
         img = nib.load(str(path))
     except _READ_ERRORS as err:
@@ -133,6 +143,7 @@ def _header(path: Path) -> tuple[nib.Nifti1Image, tuple[int, ...]]:
             f"{path}: voxel sizes {tuple(float(z) for z in stored)} in the header must be "
             f"finite and > 0 (affine column sizes {tuple(round(float(c), 4) for c in columns)})"
         )
+    check_sform_qform(path, img.header)
     if min(shape) < MIN_VOXELS:
         raise DatasetError(
             f"{path}: shape {shape} is too small: need >= {MIN_VOXELS} voxels along every axis"
@@ -140,8 +151,27 @@ def _header(path: Path) -> tuple[nib.Nifti1Image, tuple[int, ...]]:
     return img, shape
 
 
+def check_sform_qform(path: Path, header: nib.Nifti1Header) -> None:
+    """Rule 5: a set sform and a set qform describe the same voxel-to-world transform.
+
+    Raises:
+        DatasetError: naming the file, both codes, the disagreement and the transform used.
+    """
+    sform, s_code = header.get_sform(coded=True)
+    qform, q_code = header.get_qform(coded=True)
+    if not (s_code and q_code):
+        return
+    gap = float(np.abs(sform - qform).max())
+    if gap > SFORM_QFORM_TOLERANCE:
+        raise DatasetError(
+            f"{path}: sform (code {int(s_code)}) and qform (code {int(q_code)}) disagree by "
+            f"{gap:.3g} mm (> {SFORM_QFORM_TOLERANCE:g}); fedsynth would use the sform, other "
+            "tools may use the qform — fix the header (e.g. set one code to 0)"
+        )
+
+
 def read_volume(path: Path) -> Volume:
-    """Read and validate one NIfTI volume (rules 1–8)."""
+    """Read and validate one NIfTI volume (rules 1–9)."""
     path = Path(path)
     check_readable(path)
     img, shape = _header(path)
@@ -162,7 +192,7 @@ def read_volume(path: Path) -> Volume:
 
 
 def check_same_grid(volume: Volume, reference: Volume, what: str = "grid") -> None:
-    """Rule 9: same shape and (to 1e-3 mm) the same affine as the subject's first volume."""
+    """Rule 10: same shape and (to 1e-3 mm) the same affine as the subject's first volume."""
     if volume.data.shape != reference.data.shape or not np.allclose(
         volume.affine, reference.affine, atol=1e-3
     ):
