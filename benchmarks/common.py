@@ -1,5 +1,5 @@
 """What every benchmark shares: the machine description and the JSON result format
-(DESIGN §7): {"machine", "command", "date", "figures": {name: number}}."""
+(docs/architecture.md §8): {"machine", "command", "date", "figures": {name: number}}."""
 
 from __future__ import annotations
 

@@ -20,11 +20,12 @@ train or evaluate, save state, build the reply), `client_engine` its training-en
 server = the round outside the two grid waits (configure, validate + aggregate, server-side
 evaluation — `server_eval` — checkpoint, sample grid, metrics); runtime overhead = the grid
 waits − client time (Flower's simulation engine and its LinkState polling, Ray task
-submission, pickling). `overhead_fraction_of_round` = runtime overhead / round (the DESIGN
-goal: ≤ 0.05); `overhead_plus_server_bookkeeping_fraction` adds the server's work except the
-optional server-side evaluation. Rounds ≥ 2 are "warm"; round 1 also pays Ray start-up,
-actor start and the first data open. `overhead_startup_to_first_client_seconds` runs from the
-`simulate` call (slice cache already built) to the first ClientApp call: the SuperLink,
+submission, pickling). `overhead_fraction_of_round` = runtime overhead / round (the goal
+of docs/architecture.md §8: ≤ 0.05); `overhead_plus_server_bookkeeping_fraction` adds the
+server's work except the optional server-side evaluation. Rounds ≥ 2 are "warm"; round 1
+also pays Ray start-up, actor start and the first data open.
+`overhead_startup_to_first_client_seconds` runs from the `simulate` call (slice cache already
+built) to the first ClientApp call: the SuperLink,
 `flwr run`, Flower's simulation process (imports, the ServerApp's data), Ray and the actors.
 `overhead_report_seconds` is the final report, re-written by the benchmark on the finished
 run; `overhead_teardown_seconds` runs from the last round's end to `simulate` returning

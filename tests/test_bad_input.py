@@ -18,7 +18,7 @@ from fedsynth.cli import main
 from fedsynth.data.config import PreprocessConfig
 from fedsynth.data.layouts import SubjectRecord
 from fedsynth.data.preprocess import preprocess_subject
-from fedsynth.data.validation import read_volume
+from fedsynth.data.validation import DatasetError, read_volume
 
 
 def _vol() -> np.ndarray:
@@ -181,31 +181,63 @@ def _oblique() -> np.ndarray:
     return affine
 
 
+def _near_half_turn() -> np.ndarray:
+    """2-mm voxels turned 179.93° about z (a flipped patient position, tilted 0.07°). The
+    quaternion's a ≈ 5.9e-4 is not stored: recovered from float32 b, c, d it becomes 0, so even
+    a faithful qform differs from the sform by 2.4e-3 mm — round-off the check must accept."""
+    turn = 2 * np.arccos(5.9e-4)
+    affine = np.eye(4)
+    affine[:2, :2] = 2.0 * np.array([[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]])
+    affine[2, 2] = 2.0
+    affine[:3, 3] = [60.0, 40.0, -30.0]
+    return affine
+
+
 @pytest.mark.parametrize(
     "case",
-    ["agree", "agree-oblique", "qform-code-0", "sform-code-0"],
+    ["agree", "agree-oblique", "agree-near-half-turn", "qform-code-0", "sform-code-0"],
 )
 def test_sform_and_qform_that_agree_or_are_unset_pass(case: str, tmp_path: Path) -> None:
     path = tmp_path / "v.nii.gz"
     if case == "agree":
         _with_forms(path, AFFINE)
-    elif case == "agree-oblique":
-        img = nib.Nifti1Image(_vol(), _oblique())
-        img.set_sform(_oblique(), code=1)
-        img.set_qform(_oblique(), code=1)
+    elif case.startswith("agree-"):  # a faithful copy: the qform's own float32 round-off
+        affine, (lo, hi) = {
+            "agree-oblique": (_oblique(), (0, 1e-3)),
+            "agree-near-half-turn": (_near_half_turn(), (2e-3, 3e-3)),
+        }[case]
+        img = nib.Nifti1Image(_vol(), affine)
+        img.set_sform(affine, code=1)
+        img.set_qform(affine, code=1)
         nib.save(img, path)
         header = nib.load(path).header
-        assert 0 < np.abs(header.get_qform() - header.get_sform()).max() < 1e-3  # round-off
+        assert lo < np.abs(header.get_qform() - header.get_sform()).max() < hi
     elif case == "qform-code-0":  # the sform is used; the stale qform is ignored
         _with_forms(path, _shifted(5.0), q_code=0)
     else:  # only the qform is set
         _with_forms(path, _shifted(5.0), s_code=0)
     volume = read_volume(path)
-    expected = (
-        _shifted(5.0) if case == "sform-code-0" else _oblique() if "oblique" in case else AFFINE
-    )
+    expected = {
+        "sform-code-0": _shifted(5.0),
+        "agree-oblique": _oblique(),
+        "agree-near-half-turn": _near_half_turn(),
+    }.get(case, AFFINE)
     assert np.allclose(nib.load(path).affine, expected, atol=1e-3)
     assert volume.data.shape == _vol().shape
+
+
+def test_a_small_rotation_in_one_form_is_refused(tmp_path: Path) -> None:
+    """The round-off allowance does not hide a real disagreement: a qform turned 0.5° from the
+    sform (2.4e-2 mm per 2-mm voxel column) is refused, naming the file and both codes."""
+    turn = np.radians(0.5)
+    qform = AFFINE.copy()
+    qform[:2, :2] = AFFINE[:2, :2] @ np.array(
+        [[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]]
+    )
+    path = _with_forms(tmp_path / "turned.nii.gz", qform, q_code=2, s_code=1)
+    with pytest.raises(DatasetError, match="sform \\(code 1\\) and qform \\(code 2\\)") as err:
+        read_volume(path)
+    assert str(path) in str(err.value) and "would use the sform" in str(err.value)
 
 
 # --- signed intensities: handled, not refused -------------------------------------------------

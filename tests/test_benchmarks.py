@@ -1,4 +1,4 @@
-"""Every benchmark runs in --quick mode and writes the DESIGN §7 JSON format."""
+"""Every benchmark runs in --quick mode and writes the JSON format of docs/architecture.md §8."""
 
 from __future__ import annotations
 

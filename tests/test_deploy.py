@@ -212,8 +212,9 @@ def test_tls_authenticated_run_survives_a_server_crash(federation) -> None:
 def test_deploy_run_checks_the_whole_run_config_before_launching(
     tmp_path: Path, monkeypatch, capsys
 ) -> None:
-    """A bad override fails before `flwr run` starts, naming the key; a good one is passed on
-    typed, and the verdict comes from status.json (none here: FAILED)."""
+    """A bad override fails before `flwr run` starts, naming the key; the check is of the run
+    config the ServerApp builds (the app's defaults, then the overrides); a good override is
+    passed on typed, and the verdict comes from status.json (none here: FAILED)."""
     import fedsynth.cli.deploy as deploy
     from fedsynth.cli import main
 
@@ -227,8 +228,12 @@ def test_deploy_run_checks_the_whole_run_config_before_launching(
     argv = ["deploy", "run", "--run-dir", str(tmp_path / "run")]
     assert main([*argv, "--set", "train.lr=-1"]) == 2
     assert "TrainConfig.lr must be > 0" in capsys.readouterr().out.replace("\n", " ")
+    assert main([*argv, "--set", "train.lrr=1"]) == 2
+    assert "unknown config key 'train.lrr'" in capsys.readouterr().out
     assert launched == []
+    # 66 px needs downsamplings=1, which is the app's setting, not FedsynthConfig's default (2).
+    assert main([*argv, "--set", "data.preprocess.image-size=66"]) == 1
     assert main([*argv, "--set", "federation.num-rounds=4"]) == 1
-    assert len(launched) == 1 and "federation.num-rounds=4" in launched[0][-1]
+    assert len(launched) == 2 and "federation.num-rounds=4" in launched[1][-1]
     out = capsys.readouterr().out
     assert "flwr run" in out and "run FAILED" in out and "no status.json" in out

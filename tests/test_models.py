@@ -135,7 +135,8 @@ def test_groups_partition_the_state_dict(kind: str, cls: type, nets: dict) -> No
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("norm", ["instance", "group"])
 def test_networks_are_dp_safe(kind: str, norm: str) -> None:
-    """DESIGN §4 traps: no batch statistics, no reflect-mode convs, no in-place activations."""
+    """docs/architecture.md §3 layer rules: no batch statistics, no reflect-mode convs, no
+    in-place activations."""
     model = build_model(ModelConfig(kind=kind, norm=norm))
     for module in model.modules():
         assert not isinstance(module, nn.modules.batchnorm._BatchNorm)

@@ -1,6 +1,6 @@
 """The house points one way: no import cycle between modules, no import from a lower layer to
-a higher one, and no Flower below the app layer (DESIGN §1). Every `fedsynth` import counts,
-including the lazy ones inside functions: a cycle through a lazy import is still a cycle."""
+a higher one, and no Flower below the app layer (docs/architecture.md §1). Every `fedsynth` import
+counts, including the lazy ones inside functions: a cycle through a lazy import is still a cycle."""
 
 from __future__ import annotations
 

@@ -52,7 +52,7 @@ TUMOUR_LABEL = 5
 MAX_SUBJECTS_PER_SITE = 999  # subject number = site_index * 1000 + k + 1 stays unique
 GENERATOR = "fedsynth phantom"
 
-# DESIGN §2 protocols; the reference site (hospA, 1.5 T) uses them unchanged.
+# docs/architecture.md §2 protocols; the reference site (hospA, 1.5 T) uses them unchanged.
 REFERENCE_SEQUENCES = {
     "T1": PulseSequence("MPRAGE", tr=2400, te=3, ti=1000, flip=8),
     "T2": PulseSequence("SE", tr=4000, te=100),
@@ -251,7 +251,8 @@ RANDOM_RANGES = {
     "bias_amplitude": (0.05, 0.3),
 }
 """What `random_scanner` draws from: field strength one of the two, the rest uniform; timing
-scales multiply the DESIGN §2 reference protocols. Recorded in dataset.json and model cards."""
+scales multiply the docs/architecture.md §2 reference protocols. Recorded in dataset.json and model
+cards."""
 
 
 def random_scanner(rng: np.random.Generator) -> Scanner:

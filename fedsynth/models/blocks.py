@@ -1,9 +1,9 @@
 """Building blocks shared by the networks: normalisation, activations, a conv block, a
 residual block, the ResNet generator's layer plan and the CycleGAN weight init.
 
-DP-safe by construction (DESIGN §4): reflection padding is its own ReflectionPad2d layer
-(never a Conv2d with reflect padding mode, which Opacus hooks differentiate wrongly), norms keep
-no running statistics, activations are not in-place, and there is no BatchNorm or spectral
+DP-safe by construction (docs/architecture.md §3): reflection padding is its own ReflectionPad2d
+layer (never a Conv2d with reflect padding mode, which Opacus hooks differentiate wrongly), norms
+keep no running statistics, activations are not in-place, and there is no BatchNorm or spectral
 norm. Every normalisation layer is a child named "norm", so its parameters are recognisable
 by key (".norm.") when a federation keeps them local.
 """
@@ -27,7 +27,18 @@ ACTIVATIONS = {
 
 
 def norm_layer(kind: str, channels: int) -> nn.Module:
-    """InstanceNorm (affine, no running stats) or GroupNorm with up to 8 groups."""
+    """InstanceNorm (affine, no running stats) or GroupNorm with up to 8 groups.
+
+    Args:
+        kind: "instance" or "group".
+        channels: number of channels normalised.
+
+    Returns:
+        The normalisation layer; neither kind mixes samples or keeps batch statistics.
+
+    Raises:
+        ValueError: `kind` is neither "instance" nor "group".
+    """
     if kind == "instance":
         return nn.InstanceNorm2d(channels, affine=True, track_running_stats=False)
     if kind == "group":
@@ -36,7 +47,25 @@ def norm_layer(kind: str, channels: int) -> nn.Module:
 
 
 class ConvBlock(nn.Sequential):
-    """[upsample] -> [reflection pad] -> conv -> [norm] -> [activation], children named by role."""
+    """[upsample] -> [reflection pad] -> conv -> [norm] -> [activation], children named by role
+    ("up", "pad", "conv", "norm", "act"; absent parts are left out, not Identity).
+
+    Args:
+        in_channels: input channels.
+        out_channels: output channels.
+        kernel_size: square kernel size of the convolution.
+        stride: convolution stride. Defaults to 1.
+        reflect: reflection padding before the conv, in pixels (0: none). Defaults to 0.
+        zero_pad: the conv's own zero padding, in pixels. Defaults to 0.
+        upsample: nearest-neighbour 2x upsampling first. Defaults to False.
+        norm: `norm_layer` kind after the conv (then the conv has no bias), or None.
+            Defaults to None.
+        act: activation after the norm, a key of `ACTIVATIONS`, or None. Defaults to None.
+
+    Raises:
+        ValueError: `norm` is not a known normalisation.
+        KeyError: `act` is not a key of `ACTIVATIONS`.
+    """
 
     def __init__(
         self,
@@ -68,7 +97,12 @@ class ConvBlock(nn.Sequential):
 
 
 class ResidualBlock(nn.Module):
-    """Two 3x3 reflection-padded convs with a skip connection (Johnson et al. 2016)."""
+    """Two 3x3 reflection-padded convs with a skip connection (Johnson et al. 2016).
+
+    Args:
+        channels: input and output channels.
+        norm: `norm_layer` kind after each conv.
+    """
 
     def __init__(self, channels: int, norm: str) -> None:
         super().__init__()
@@ -78,13 +112,29 @@ class ResidualBlock(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
+        """x + body(x).
+
+        Args:
+            x: features (N, channels, H, W).
+
+        Returns:
+            Features of the same shape.
+        """
         return x + self.body(x)
 
 
 @dataclass(frozen=True)
 class LayerSpec:
     """One layer of the ResNet generator's plan: a ConvBlock's arguments, or (residual=True)
-    a residual block of `out_channels` channels."""
+    a residual block of `out_channels` channels.
+
+    Attributes:
+        in_channels: input channels.
+        out_channels: output channels.
+        kernel_size: the ConvBlock's kernel size (unused for a residual block).
+        options: the ConvBlock's keyword arguments (stride, reflect, upsample, norm, act).
+        residual: a residual block (norm from the plan) instead of a ConvBlock.
+    """
 
     in_channels: int
     out_channels: int
@@ -107,7 +157,8 @@ def resnet_plan(
     built from its spec.
 
     Args:
-        in_channels, out_channels: image (and condition) channels in, image channels out.
+        in_channels: image (and condition) channels in.
+        out_channels: image channels out.
         base_channels: width after the stem; doubled by each downsampling.
         res_blocks: residual blocks at the lowest resolution.
         downsamplings: stride-2 convolutions (and as many upsamplings).
@@ -131,7 +182,11 @@ def resnet_plan(
 
 
 def init_weights(module: nn.Module) -> None:
-    """CycleGAN/pix2pix init: conv weights N(0, 0.02), norm scales N(1, 0.02), biases 0."""
+    """CycleGAN/pix2pix init: conv weights N(0, 0.02), norm scales N(1, 0.02), biases 0.
+
+    Args:
+        module: initialised in place, every submodule (draws from the global torch RNG).
+    """
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.normal_(m.weight, 0.0, 0.02)

@@ -23,7 +23,11 @@ _PER_SAMPLE = contextvars.ContextVar("fedsynth_per_sample_gradients", default=Fa
 def per_sample_mode() -> Iterator[None]:
     """Inside, `Conv2d` layers that benefit compute per-sample weight gradients by their own
     vmap rule (set by `fedsynth.privacy.per_sample.per_sample_gradients`). Outside it, and
-    for every other layer, a Conv2d is exactly nn.Conv2d."""
+    for every other layer, a Conv2d is exactly nn.Conv2d.
+
+    Yields:
+        None; the mode is a context variable, so it is per thread and per task.
+    """
     token = _PER_SAMPLE.set(True)
     try:
         yield
@@ -114,6 +118,9 @@ class Conv2d(nn.Conv2d):
     (two threads on a busy machine). At 64 px it also wins on one thread (~9%) but not with
     two threads on a busy machine (each extra small kernel call then costs a scheduler
     tick), hence the threshold.
+
+    Args:
+        *args, **kwargs: those of `torch.nn.Conv2d`.
     """
 
     def _per_sample_path(self, x: Tensor) -> bool:
@@ -129,6 +136,14 @@ class Conv2d(nn.Conv2d):
         )
 
     def forward(self, x: Tensor) -> Tensor:
+        """Convolve `x`.
+
+        Args:
+            x: input (N, C_in, H, W).
+
+        Returns:
+            nn.Conv2d's output (N, C_out, H', W'), bitwise the same on either path.
+        """
         if not self._per_sample_path(x):
             return super().forward(x)
         return _Conv2dFunction.apply(

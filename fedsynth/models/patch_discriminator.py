@@ -16,6 +16,17 @@ class PatchDiscriminator(nn.Module):
     logits over the modalities), the StarGAN discriminator's auxiliary classifier. With
     num_heads > 1 it has one patch head per domain (a multi-task discriminator).
     forward returns (patch scores (B, num_heads, h, w), logits (B, K) or None).
+
+    Args:
+        in_channels: image channels.
+        base_channels: width of the first conv; doubled per layer, capped at 8x.
+        layers: normalised 4x4 convs after the first (all but the last with stride 2).
+        norm: "instance" or "group".
+        num_classes: classes of the classification head (0: no head). Defaults to 0.
+        num_heads: patch heads (one per domain). Defaults to 1.
+
+    Raises:
+        ValueError: `norm` is not a known normalisation.
     """
 
     def __init__(
@@ -42,6 +53,14 @@ class PatchDiscriminator(nn.Module):
         self.cls = Conv2d(ch, num_classes, 3, padding=1) if num_classes else None
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Judge a batch.
+
+        Args:
+            x: images (B, in_channels, H, W).
+
+        Returns:
+            (patch scores (B, num_heads, h, w), class logits (B, num_classes) or None).
+        """
         features = self.trunk(x)
         logits = None if self.cls is None else self.cls(features).mean(dim=(2, 3))
         return self.adv(features), logits

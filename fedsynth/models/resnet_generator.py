@@ -10,7 +10,19 @@ from fedsynth.models.blocks import ConvBlock, ResidualBlock, resnet_plan
 
 class ResnetGenerator(nn.Module):
     """7x7 stem, stride-2 downsamplings, residual blocks, nearest-upsample + conv, 7x7 head and
-    Tanh to [-1, 1] (`resnet_plan`'s arguments)."""
+    Tanh to [-1, 1]: `resnet_plan`'s layers as one nn.Sequential named "body".
+
+    Args:
+        in_channels: image channels in.
+        out_channels: image channels out.
+        base_channels: width after the stem; doubled by each downsampling.
+        res_blocks: residual blocks at the lowest resolution.
+        downsamplings: stride-2 convolutions (and as many upsamplings).
+        norm: "instance" or "group".
+
+    Raises:
+        ValueError: `norm` is not a known normalisation.
+    """
 
     def __init__(
         self,
@@ -35,4 +47,12 @@ class ResnetGenerator(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
+        """Translate a batch.
+
+        Args:
+            x: images (N, in_channels, H, W), H and W divisible by 2**downsamplings.
+
+        Returns:
+            Images (N, out_channels, H, W) in [-1, 1].
+        """
         return self.body(x)

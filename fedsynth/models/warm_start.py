@@ -1,7 +1,7 @@
 """Start a model from a public checkpoint (a warm start) instead of random weights.
 
-DP-SGD from scratch does not learn at hospital data sizes (DESIGN §4); fine-tuning a model
-pretrained on public data does. Only the architecture has to agree: loss weights and
+DP-SGD from scratch does not learn at hospital data sizes (docs/architecture.md §4); fine-tuning a
+model pretrained on public data does. Only the architecture has to agree: loss weights and
 `trainable` are the fine-tuning run's own.
 """
 

@@ -3,7 +3,8 @@
 Both go through the same `functional_call` of the model's per-sample loss, with the other
 player's parameters passed as detached constants (frozen, never differentiated), so the
 private and non-private paths differentiate exactly the same function. Per-sample gradients
-are `vmap(grad(loss of one sample))` - exact, and the fastest method measured (DESIGN §4).
+are `vmap(grad(loss of one sample))` - exact, and the fastest method measured (docs/architecture.md
+§8).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """`fedsynth pretrain`: a public warm start — a model trained on public data only, with its
 model card. Private runs start from it (`train.init-checkpoint`) and fine-tune few weights
-with DP, which learns where DP from scratch does not (DESIGN §4).
+with DP, which learns where DP from scratch does not (docs/architecture.md §4).
 
 Public data is either the embedded phantom, domain-randomised (every subject on its own
 scanner drawn over clinical ranges, `fedsynth.data.phantom.RANDOM_RANGES`), or a public

@@ -93,7 +93,8 @@ SCENARIOS: dict[str, dict[str, object]] = {
     # The demo's recipe: private fine-tuning of the packaged warm start (FINETUNE_RECIPE).
     "phantom-finetune": {},
     # One unified generator, any-to-any over the four phantom contrasts, without DP: from
-    # scratch DP-SGD cannot learn it (DESIGN §4). The benchmarked setting (benchmarks/unified.py).
+    # scratch DP-SGD cannot learn it (docs/architecture.md §4). The benchmarked setting
+    # (benchmarks/unified.py).
     "phantom-unified": UNIFIED_RECIPE,
     # One unified generator over hospitals that acquired different contrasts: PD <-> FLAIR and
     # PD <-> T2 exist at no single site, so only the federation can learn them.

@@ -2,8 +2,8 @@
 
 `train_local` runs N steps on one site's slices; each step updates the generator group,
 then the discriminator group (each on its own batch). With DP each update is a DP-SGD
-release on its own Poisson batch (so G and D are two private players, DESIGN §4); without
-DP, batches are fixed-size uniform draws and the gradient is that of the mean loss. Both
+release on its own Poisson batch (so G and D are two private players, docs/architecture.md §4);
+without DP, batches are fixed-size uniform draws and the gradient is that of the mean loss. Both
 paths differentiate the same per-sample loss (`fedsynth.privacy.per_sample`), so baselines
 and private runs differ only by clipping, noise and sampling.
 """
