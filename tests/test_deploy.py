@@ -133,7 +133,7 @@ def test_run_completes_when_a_site_dies_mid_run(federation) -> None:
     quick = {"federation.fraction-evaluate": 0.0}  # one process per site per round
     # The timeout must cover a round of three sites on this busy 2-core machine; round 2 then
     # waits for it once, for the dead site, before going on.
-    run = fed.run(TINY | quick | {"federation.round-timeout": 75.0, "federation.min-nodes": 2})
+    run = fed.run(TINY | quick | {"federation.round-timeout": 50.0, "federation.min-nodes": 2})
     wait_for(lambda: fed.checkpoint(1).is_file(), 240, "round 1's checkpoint")
     stop(fed.procs["hospC"], signal.SIGKILL)
     _finish(run, fed)
