@@ -146,6 +146,16 @@ class FedsynthConfig:
         derived = derived_model_fields(self.data)
         if any(getattr(self.model, k) != v for k, v in derived.items()):
             object.__setattr__(self, "model", dataclasses.replace(self.model, **derived))
+        if self.model.lambda_paired > 0 and self.data.pairing != "paired":
+            raise ValueError(
+                f"model.lambda-paired={self.model.lambda_paired} needs paired training data: "
+                f"data.pairing=paired (not {self.data.pairing!r})"
+            )
+        if self.model.lambda_paired > 0 and self.privacy.enabled and self.privacy.unit != "subject":
+            raise ValueError(
+                "model.lambda-paired with DP needs privacy.unit=subject: a paired sample also "
+                "reads its partner slices, so one slice is no longer one unit"
+            )
 
     @property
     def federated_train(self) -> TrainConfig:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from fedsynth.data.slices import SiteData, SliceSet
 from fedsynth.models import ModelConfig
@@ -47,3 +48,13 @@ def site(
         "site0",
         {m: slice_set(m, slices, subjects, seed=i) for i, m in enumerate(modalities)},
     )
+
+
+def head(size: int = 32, seed: int = 0, lesion: bool = True) -> torch.Tensor:
+    """A disc of 'brain' on background -1 with a bright blob and some texture: (1, 1, H, W)."""
+    g = torch.Generator().manual_seed(seed)
+    y, x = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
+    img = 0.2 + 0.1 * torch.rand(size, size, generator=g)
+    if lesion:
+        img = img + 0.6 * (((x - 0.25) ** 2 + (y + 0.1) ** 2) < 0.04).float()
+    return torch.where(x**2 + y**2 < 0.7, img, torch.full_like(img, -1.0))[None, None]

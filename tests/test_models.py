@@ -8,6 +8,7 @@ from synthetic_slices import SIZE, tiny_config
 from torch import nn
 
 from fedsynth.models import PLAYERS, CycleGAN, ModelConfig, UnifiedGAN, build_model
+from fedsynth.models.blocks import resnet_plan, run_plan
 from fedsynth.models.losses import classification_loss, l1_loss, lsgan_loss
 
 KINDS = ("cyclegan", "unified")
@@ -19,8 +20,14 @@ def images(n: int, seed: int = 0) -> torch.Tensor:
 
 @pytest.mark.parametrize(
     "config",
-    [tiny_config("cyclegan"), tiny_config("cyclegan", lambda_identity=0.0), tiny_config("unified")],
-    ids=["cyclegan", "cyclegan-no-identity", "unified"],
+    [
+        tiny_config("cyclegan"),
+        tiny_config("cyclegan", lambda_identity=0.0),
+        tiny_config("unified"),
+        tiny_config("cyclegan", generator="unet", lambda_structure=1.0),
+        tiny_config("unified", generator="unet", downsamplings=2, lambda_structure=1.0),
+    ],
+    ids=["cyclegan", "cyclegan-no-identity", "unified", "cyclegan-unet", "unified-unet"],
 )
 def test_losses_are_per_sample_and_finite(config: ModelConfig) -> None:
     model = build_model(config)
@@ -134,10 +141,11 @@ def test_groups_partition_the_state_dict(kind: str, cls: type, nets: dict) -> No
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("norm", ["instance", "group"])
-def test_networks_are_dp_safe(kind: str, norm: str) -> None:
+@pytest.mark.parametrize("generator", ["resnet", "unet"])
+def test_networks_are_dp_safe(kind: str, norm: str, generator: str) -> None:
     """docs/architecture.md §3 layer rules: no batch statistics, no reflect-mode convs, no
     in-place activations."""
-    model = build_model(ModelConfig(kind=kind, norm=norm))
+    model = build_model(ModelConfig(kind=kind, norm=norm, generator=generator))
     for module in model.modules():
         assert not isinstance(module, nn.modules.batchnorm._BatchNorm)
         if isinstance(module, nn.Conv2d):
@@ -147,6 +155,35 @@ def test_networks_are_dp_safe(kind: str, norm: str) -> None:
         if isinstance(module, nn.InstanceNorm2d):
             assert module.affine and not module.track_running_stats
     assert not list(model.buffers())
+
+
+def test_unet_plan_feeds_each_decoder_layer_the_encoder_output_at_its_resolution() -> None:
+    """The skip paths, checked with stand-in layers that record their inputs: the oracle is
+    the U-Net wiring written out (stem -> e0, down_i -> e_i; decoder layer j sees its input
+    concatenated with e_(D-j), the head with e0)."""
+    plan = resnet_plan(1, 1, 4, 1, 2, "instance", skips=True)
+    inputs: list[list[float]] = []
+
+    def stand_in(spec, i):
+        """Layer i records its input's channel values and outputs the constant i."""
+
+        def layer(x):
+            inputs.append(x[0, :, 0, 0].tolist())
+            return torch.full((1, spec.out_channels, 2, 2), float(i))
+
+        return layer
+
+    run_plan([(spec, stand_in(spec, i)) for i, spec in enumerate(plan)], torch.zeros(1, 1, 2, 2))
+    # layers: 0 stem(4) 1 down(8) 2 down(16) 3 residual(16) 4 up(8) 5 up(4) 6 head(1)
+    assert [len(x) for x in inputs] == [s.in_channels for s in plan] == [1, 4, 8, 16, 32, 16, 8]
+    assert inputs[4] == [3.0] * 16 + [2.0] * 16  # residual output ⊕ e2 (the last down)
+    assert inputs[5] == [4.0] * 8 + [1.0] * 8  # up ⊕ e1
+    assert inputs[6] == [5.0] * 4 + [0.0] * 4  # up ⊕ e0 (the stem)
+
+
+def test_the_resnet_plan_has_no_skip_paths() -> None:
+    plan = resnet_plan(1, 1, 4, 1, 2, "instance")
+    assert not any(s.keep or s.skip for s in plan)
 
 
 def test_build_model_is_seeded_and_leaves_global_rng_alone() -> None:
@@ -192,6 +229,9 @@ def test_per_sample_losses() -> None:
         ({"res_blocks": 2.5}, "2.5"),
         ({"downsamplings": -1}, "-1"),
         ({"lambda_cycle": -1.0}, "-1.0"),
+        ({"generator": "transformer"}, "transformer"),
+        ({"lambda_paired": -2.0}, "-2.0"),
+        ({"lambda_structure": -3.0}, "-3.0"),
     ],
 )
 def test_model_config_rejects_bad_values(overrides: dict, bad: str) -> None:

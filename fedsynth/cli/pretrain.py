@@ -19,10 +19,16 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     source = "dataset"
     if cfg.data.root is None:
         source = "phantom"
-        root = public_phantom(args.phantom or args.out / "public-phantom", args.subjects, cfg)
+        root = public_phantom(
+            args.phantom or args.out / "public-phantom",
+            args.subjects,
+            cfg,
+            lesion_fraction=args.lesion_fraction,
+            heads=args.heads,
+        )
         cfg = cfg.evolve(data={"root": Path(root)})
     command = shlex.join(["fedsynth", *sys.argv[1:]])
-    path = pretrain(cfg, args.out, source, command=command)
+    path = pretrain(cfg, args.out, source, command=command, resume=args.resume, until=args.until)
     console.print(f"[green]public warm start[/]: {path} (model card: {card_paths(path)[1]})")
     console.print(f"fine-tune from it with --set train.init-checkpoint={path}")
     return 0
@@ -49,6 +55,26 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         type=Path,
         default=None,
         help="where the public phantom is made or reused (default OUT/public-phantom)",
+    )
+    p.add_argument(
+        "--lesion-fraction",
+        type=float,
+        default=0.0,
+        help="share of the phantom's subjects with a lesion (without --data; 0: none)",
+    )
+    p.add_argument("--heads", action="store_true", help="phantom subjects with whole heads")
+    p.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        help="resume point: continue from it if it exists, save it every 25 steps "
+        "(a long run survives being killed; delete it to start over)",
+    )
+    p.add_argument(
+        "--until",
+        type=int,
+        default=None,
+        help="write the checkpoint at this step of the schedule and stop (resume later)",
     )
     add_config_args(p)
     p.set_defaults(func=cmd_pretrain)

@@ -10,9 +10,11 @@ from fedsynth.cli.common import console
 
 def cmd_translate(args: argparse.Namespace) -> int:
     from fedsynth.evaluation.translate import translate_volume
+    from fedsynth.pretrained import PACKAGED
 
+    checkpoint = args.checkpoint or PACKAGED[args.model]
     out = translate_volume(
-        args.checkpoint,
+        checkpoint,
         args.input,
         args.target,
         args.output,
@@ -25,8 +27,20 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("translate", help="translate a whole NIfTI volume with a checkpoint")
-    p.add_argument("--checkpoint", type=Path, required=True)
+    from fedsynth.pretrained import DEFAULT_MODEL, PACKAGED
+
+    p = sub.add_parser(
+        "translate",
+        help="translate a whole NIfTI volume (the packaged foundation model, or a checkpoint)",
+    )
+    which = p.add_mutually_exclusive_group()
+    which.add_argument(
+        "--model",
+        choices=sorted(PACKAGED),
+        default=DEFAULT_MODEL,
+        help=f"a packaged model (default {DEFAULT_MODEL}: any-to-any T1/T2/PD/FLAIR)",
+    )
+    which.add_argument("--checkpoint", type=Path, default=None, help="a checkpoint file")
     p.add_argument("--input", type=Path, required=True)
     p.add_argument("--target", required=True, help="modality to synthesise, e.g. T2")
     p.add_argument("--output", type=Path, required=True)

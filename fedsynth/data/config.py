@@ -8,6 +8,7 @@ from pathlib import Path
 from fedsynth.data.layouts import LAYOUTS, normalise_modality
 
 PARTITIONS = ("by-site", "iid", "dirichlet")
+PAIRINGS = ("unpaired", "paired")
 BACKGROUND = -1.0
 """The value of every preprocessed voxel outside the foreground (the bottom of [-1, 1])."""
 
@@ -62,6 +63,11 @@ class DataConfig:
     # Contrasts each site may use, e.g. "hospA=T1+T2+FLAIR,hospB=T1+PD" (others: all it has).
     # Simulates hospitals that acquired different contrasts from a dataset that has them all.
     site_modalities: str = ""
+    # "unpaired": every training subject gives one contrast (no ground-truth pairs, the
+    # realistic default); "paired": every training subject with all of a site's contrasts gives
+    # them all, row-aligned (public multi-contrast cohorts such as IXI, BraTS or the phantom),
+    # so a model can add a supervised term (model.lambda-paired).
+    pairing: str = "unpaired"
     partition: str = "by-site"
     num_partitions: int | None = None
     dirichlet_alpha: float = 0.5
@@ -87,6 +93,8 @@ class DataConfig:
                 f"1 - test_fraction ({1 - self.test_fraction:g})"
             )
         self.site_contrasts()  # checks the format
+        if self.pairing not in PAIRINGS:
+            raise ValueError(f"pairing={self.pairing!r}: expected one of {PAIRINGS}")
         if self.partition not in PARTITIONS:
             raise ValueError(f"partition={self.partition!r}: expected one of {PARTITIONS}")
         if self.partition != "by-site" and not (self.num_partitions or 0) >= 1:

@@ -82,12 +82,15 @@ class SiteData:
         ground-truth pair.
     validation: the same for validation subjects (disjoint from test; may be empty): what
         chooses a checkpoint, so the test subjects stay unseen.
+    paired: the training slices are row-aligned pairs instead (`data.pairing=paired`): row i
+        of every training modality is the same subject and slice position.
     """
 
     site: str
     train: dict[str, SliceSet] = field(default_factory=dict)
     test: dict[str, SliceSet] = field(default_factory=dict)
     validation: dict[str, SliceSet] = field(default_factory=dict)
+    paired: bool = False
 
     @property
     def modalities(self) -> list[str]:
@@ -101,13 +104,15 @@ def pool_sites(sites: list[SiteData], name: str = "pooled") -> SiteData:
     """All sites' data as one site: the centralized baseline (what federation approximates).
 
     Training slices of every modality any site has; paired held-out sets only over the
-    modalities EVERY site holds, so that row i stays one subject in each of them."""
+    modalities EVERY site holds, so that row i stays one subject in each of them (and the
+    training slices too when every site's are pairs)."""
 
     def pool(part: str, paired: bool) -> dict[str, SliceSet]:
         sets = [getattr(s, part) for s in sites]
         mods = set.intersection(*map(set, sets)) if paired else set().union(*sets)
         return {m: SliceSet.concat([d[m] for d in sets if m in d]) for m in sorted(mods)}
 
+    paired = all(s.paired for s in sites)
     return SiteData(
-        name, pool("train", False), pool("test", True), pool("validation", True)
+        name, pool("train", paired), pool("test", True), pool("validation", True), paired
     )

@@ -1,8 +1,10 @@
 """Who trains on what: partitions of subjects into (simulated) sites, and per site the
 unpaired training split and the paired held-out test split.
 
-Unpaired by construction: every training subject contributes exactly one modality, so no
-subject gives both the source and the target of a translation. A site trains on the contrasts
+Unpaired by construction (the default): every training subject contributes exactly one
+modality, so no subject gives both the source and the target of a translation. With
+`data.pairing=paired` (a public multi-contrast cohort), training subjects give every contrast,
+row-aligned, for a supervised term. A site trains on the contrasts
 it has (found from its subjects, at least two); its test subjects (and validation subjects,
 when asked for) have every one of them and are never trained on: ground truth for
 PSNR/SSIM/MAE in every direction among them.
@@ -10,6 +12,7 @@ PSNR/SSIM/MAE in every direction among them.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -58,12 +61,14 @@ def partition_subjects(
 @dataclass(frozen=True)
 class SitePlan:
     """Which subject uids train which modality, and which are held out as paired validation
-    and test subjects (disjoint)."""
+    and test subjects (disjoint). `paired`: the training subjects train on every contrast
+    they have, as row-aligned pairs (data.pairing=paired)."""
 
     site: str
     train: dict[str, list[str]]
     test: list[str]
     validation: list[str] = field(default_factory=list)
+    paired: bool = False
 
     @property
     def modalities(self) -> list[str]:
@@ -121,13 +126,20 @@ def plan_site(
 
 
 def site_data(cache: SliceCache, plan: SitePlan) -> SiteData:
-    """Materialise a plan from the cache."""
-    train = {m: cache.slice_set(m, uids) for m, uids in plan.train.items()}
+    """Materialise a plan from the cache. A paired plan trains on row-aligned slices of its
+    training subjects that have every one of its contrasts (the others are left out)."""
+    if plan.paired:
+        uids = sorted({u for group in plan.train.values() for u in group})
+        train = cache.paired(plan.modalities, uids)
+    else:
+        train = {m: cache.slice_set(m, uids) for m, uids in plan.train.items()}
     for m, s in train.items():
         if len(s) == 0:
-            raise DatasetError(f"site {plan.site!r}: no usable {m} training slices")
+            how = " paired (a subject with every contrast)" if plan.paired else ""
+            raise DatasetError(f"site {plan.site!r}: no usable{how} {m} training slices")
     validation = cache.paired(plan.modalities, plan.validation) if plan.validation else {}
-    return SiteData(plan.site, train, cache.paired(plan.modalities, plan.test), validation)
+    test = cache.paired(plan.modalities, plan.test)
+    return SiteData(plan.site, train, test, validation, paired=plan.paired)
 
 
 def federation_data(cache: SliceCache, cfg: DataConfig) -> list[SiteData]:
@@ -147,7 +159,7 @@ def federation_data(cache: SliceCache, cfg: DataConfig) -> list[SiteData]:
             cfg.seed + i,
             cfg.validation_fraction,
         )
-        out.append(site_data(cache, plan))
+        out.append(site_data(cache, dataclasses.replace(plan, paired=cfg.pairing == "paired")))
     return out
 
 

@@ -24,10 +24,12 @@ def synthesise(
     was_training = model.training
     model.eval()
     out = np.empty_like(np.asarray(images, np.float32))
+    device = next(model.parameters()).device
     with torch.no_grad():
         for start in range(0, len(out), batch_size):
             batch = torch.from_numpy(np.asarray(images[start : start + batch_size], np.float32))
-            out[start : start + batch_size] = model.translate(batch[:, None], source, target)[:, 0]
+            pred = model.translate(batch[:, None].to(device), source, target)
+            out[start : start + batch_size] = pred[:, 0].cpu()
     model.train(was_training)
     return out
 

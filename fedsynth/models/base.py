@@ -15,14 +15,17 @@ from __future__ import annotations
 import abc
 import functools
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from fedsynth.data.config import BACKGROUND
 from fedsynth.models.blocks import NORM_TYPES
 from fedsynth.models.config import ModelConfig
+from fedsynth.models.losses import l1_loss
 
 PLAYERS = ("generators", "discriminators")
 
@@ -30,6 +33,28 @@ Stream = dict[str, Tensor]
 """Tensors of one kind of training example, all with the same leading (sample) dimension."""
 Batch = dict[str, Stream]
 """Stream name -> stream; a model's loss differs per stream (e.g. CycleGAN's A and B images)."""
+
+
+@dataclass(frozen=True)
+class Partners:
+    """Paired data (`data.pairing=paired`): for every sampled image, the same subject and slice
+    in each of the model's K modalities.
+
+    images: modality of the sampled image -> (n, K, H, W), channel j the model's modality j
+        (zeros where the site has none); the same rows as the sampled images.
+    available: (K,) bool, which of the model's modalities the site has.
+    """
+
+    images: dict[str, Tensor]
+    available: Tensor
+
+
+def keep_background(source: Tensor, output: Tensor) -> Tensor:
+    """`output` where `source` is foreground, exactly BACKGROUND (-1 after preprocessing)
+    where it is background: a generator synthesises the head, never the air around it. A
+    generator free to paint the background can settle on the photographic negative (brain
+    dark on a bright field), which cycle losses accept and discriminators rarely argue out."""
+    return torch.where(source > BACKGROUND, output, torch.full_like(output, BACKGROUND))
 
 
 class SynthesisModel(nn.Module, abc.ABC):
@@ -53,9 +78,35 @@ class SynthesisModel(nn.Module, abc.ABC):
         """Modalities whose training slices this model learns from."""
 
     @abc.abstractmethod
-    def make_batch(self, images: Mapping[str, Tensor], generator: torch.Generator) -> Batch:
+    def make_batch(
+        self,
+        images: Mapping[str, Tensor],
+        generator: torch.Generator,
+        partners: Partners | None = None,
+    ) -> Batch:
         """Modality -> images (n, 1, H, W) to the model's streams (any random choices drawn
-        from `generator`, per sample, so no sample's loss depends on another's)."""
+        from `generator`, per sample, so no sample's loss depends on another's); with
+        `partners` (paired data) each stream also holds every sample's partners."""
+
+    def paired_term(self, stream: Stream, fake: Tensor, target: Tensor) -> Tensor:
+        """Per-sample L1 between `fake` and the real image of modality index `target` (n,) of
+        the same subject and slice, 0 where the site has no such image."""
+        k = self.config.num_modalities
+        weights = (target[:, None] == torch.arange(k, device=target.device)).to(fake.dtype)
+        real = (stream["partner"] * weights[:, :, None, None]).sum(dim=1, keepdim=True)
+        available = (stream["partner_available"] * weights).sum(dim=1)
+        return available * l1_loss(fake, real)
+
+    def with_partners(
+        self, stream: Stream, partners: Partners | None, modalities: list[str]
+    ) -> Stream:
+        """`stream` (samples of `modalities`, concatenated in that order) with its partner
+        images and availability, when there are partners."""
+        if partners is None:
+            return stream
+        images = torch.cat([partners.images[m] for m in modalities])
+        available = partners.available.to(images.dtype).expand(len(images), -1)
+        return {**stream, "partner": images, "partner_available": available}
 
     @abc.abstractmethod
     def loss_terms(self, player: str) -> tuple[str, ...]:
@@ -70,6 +121,16 @@ class SynthesisModel(nn.Module, abc.ABC):
     @abc.abstractmethod
     def translate(self, images: Tensor, source: str, target: str) -> Tensor:
         """Synthesise `target`-modality images (n, 1, H, W) from `source` images in [-1, 1]."""
+
+    def optional_terms(self) -> tuple[str, ...]:
+        """Generator terms only some configurations compute (a zero weight skips the pass)."""
+        c = self.config
+        weights = (
+            ("structure", c.lambda_structure),
+            ("paired", c.lambda_paired),
+            ("identity", c.lambda_identity),
+        )
+        return tuple(name for name, weight in weights if weight > 0)
 
     def default_source(self, target: str) -> str | None:
         """The input modality to assume when synthesising `target` from an input that does

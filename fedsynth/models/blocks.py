@@ -11,9 +11,10 @@ by key (".norm.") when a federation keeps them local.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+import torch
 from torch import Tensor, nn
 
 from fedsynth.models.layers import Conv2d
@@ -134,6 +135,9 @@ class LayerSpec:
         kernel_size: the ConvBlock's kernel size (unused for a residual block).
         options: the ConvBlock's keyword arguments (stride, reflect, upsample, norm, act).
         residual: a residual block (norm from the plan) instead of a ConvBlock.
+        keep: the layer's output is kept for a skip path (U-Net plan: the encoder's layers).
+        skip: the last kept output not yet used is concatenated to the layer's input first
+            (U-Net plan: the decoder's layers, `in_channels` counting both).
     """
 
     in_channels: int
@@ -141,6 +145,31 @@ class LayerSpec:
     kernel_size: int = 3
     options: Mapping[str, object] = field(default_factory=dict)
     residual: bool = False
+    keep: bool = False
+    skip: bool = False
+
+
+def run_plan(
+    layers: Iterable[tuple[LayerSpec, Callable[[Tensor], Tensor]]], x: Tensor
+) -> Tensor:
+    """Run layers in plan order, carrying the U-Net skip paths: outputs of `keep` layers are
+    stacked, and each `skip` layer takes the newest one concatenated to its input.
+
+    Args:
+        layers: (spec, the layer as a function of its input) pairs.
+        x: the first layer's input.
+
+    Returns:
+        The last layer's output.
+    """
+    kept: list[Tensor] = []
+    for spec, layer in layers:
+        if spec.skip:
+            x = torch.cat([x, kept.pop()], dim=1)
+        x = layer(x)
+        if spec.keep:
+            kept.append(x)
+    return x
 
 
 def resnet_plan(
@@ -150,11 +179,14 @@ def resnet_plan(
     res_blocks: int,
     downsamplings: int,
     norm: str,
+    skips: bool = False,
 ) -> list[LayerSpec]:
     """The ResNet generator's layers in order: 7x7 stem, stride-2 downsamplings, residual
     blocks, nearest-upsample + conv (no checkerboard artefacts), 7x7 Tanh head (last).
     Shared by the plain and the conditioned generator, which differ only in how a layer is
-    built from its spec.
+    built from its spec. With `skips` (generator "unet"), U-Net skip paths (Ronneberger et
+    al. 2015): every upsampling and the head also see the encoder's features at their input
+    resolution, so fine detail need not squeeze through the bottleneck.
 
     Args:
         in_channels: image (and condition) channels in.
@@ -163,21 +195,23 @@ def resnet_plan(
         res_blocks: residual blocks at the lowest resolution.
         downsamplings: stride-2 convolutions (and as many upsamplings).
         norm: "instance" or "group".
+        skips: U-Net skip paths.
 
     Returns:
         One `LayerSpec` per layer; the last is the head.
     """
     conv = {"reflect": 1, "norm": norm, "act": "relu"}
-    plan = [LayerSpec(in_channels, base_channels, 7, {**conv, "reflect": 3})]
+    wide = 2 if skips else 1  # a decoder layer's input: its own features and the encoder's
+    plan = [LayerSpec(in_channels, base_channels, 7, {**conv, "reflect": 3}, keep=skips)]
     ch = base_channels
     for _ in range(downsamplings):
-        plan.append(LayerSpec(ch, 2 * ch, 3, {**conv, "stride": 2}))
+        plan.append(LayerSpec(ch, 2 * ch, 3, {**conv, "stride": 2}, keep=skips))
         ch *= 2
     plan.extend(LayerSpec(ch, ch, residual=True) for _ in range(res_blocks))
     for _ in range(downsamplings):
-        plan.append(LayerSpec(ch, ch // 2, 3, {**conv, "upsample": True}))
+        plan.append(LayerSpec(wide * ch, ch // 2, 3, {**conv, "upsample": True}, skip=skips))
         ch //= 2
-    plan.append(LayerSpec(ch, out_channels, 7, {"reflect": 3, "act": "tanh"}))
+    plan.append(LayerSpec(wide * ch, out_channels, 7, {"reflect": 3, "act": "tanh"}, skip=skips))
     return plan
 
 

@@ -12,10 +12,12 @@ collapse the kept background stops (`fedsynth.models.unified`). DP-safe like
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor, nn
 
-from fedsynth.models.blocks import ACTIVATIONS, ConvBlock, resnet_plan
+from fedsynth.models.blocks import ACTIVATIONS, ConvBlock, resnet_plan, run_plan
 
 STYLE = 32
 """Width of the mapping network's style vector."""
@@ -126,6 +128,7 @@ class ConditionalResnetGenerator(nn.Module):
         res_blocks: residual blocks at the lowest resolution.
         downsamplings: stride-2 convolutions (and as many upsamplings).
         norm: "instance" or "group".
+        skips: U-Net skip paths (generator "unet").
 
     Raises:
         ValueError: `norm` is not a known normalisation.
@@ -139,13 +142,17 @@ class ConditionalResnetGenerator(nn.Module):
         res_blocks: int,
         downsamplings: int,
         norm: str,
+        skips: bool = False,
     ) -> None:
         super().__init__()
         self.mapping = nn.Sequential(
             nn.Linear(code_size, STYLE), nn.ReLU(), nn.Linear(STYLE, STYLE), nn.ReLU()
         )
         k = code_size + STYLE
-        *body, head = resnet_plan(in_channels, 1, base_channels, res_blocks, downsamplings, norm)
+        self.plan = resnet_plan(
+            in_channels, 1, base_channels, res_blocks, downsamplings, norm, skips
+        )
+        *body, head = self.plan
         self.body = nn.ModuleList(
             CondResidual(k, s.out_channels, norm)
             if s.residual
@@ -166,6 +173,5 @@ class ConditionalResnetGenerator(nn.Module):
             Images (N, 1, H, W) in [-1, 1].
         """
         style = torch.cat([code, self.mapping(code)], dim=1)
-        for block in self.body:
-            x = block(x, style)
-        return self.head(x)
+        layers = [functools.partial(block, code=style) for block in self.body] + [self.head]
+        return run_plan(zip(self.plan, layers, strict=True), x)

@@ -7,11 +7,13 @@ from dataclasses import dataclass
 from fedsynth.models.registry import known_kinds
 
 NORM_KINDS = ("instance", "group")
+GENERATORS = ("resnet", "unet")
 TRAINABLE = ("all", "norm-bias")
 ARCHITECTURE = (
     "kind",
     "modalities",
     "image_size",
+    "generator",
     "base_channels",
     "res_blocks",
     "downsamplings",
@@ -42,13 +44,20 @@ class ModelConfig:
         the unified model). Both must be in `modalities`.
     image_size: square slice size in pixels the model is trained on (checked against data and
         checkpoints); divisible by 2**downsamplings and >= 2**(disc_layers + 2).
-    base_channels, res_blocks, downsamplings: ResNet generator width and depth.
+    generator: "resnet" (Johnson et al.'s ResNet generator, CycleGAN's) or "unet" (the same
+        layers with U-Net skip paths from every encoder resolution to the decoder).
+    base_channels, res_blocks, downsamplings: generator width and depth.
     norm: "instance" (InstanceNorm2d, affine, no running stats) or "group" (GroupNorm);
         both keep every sample's output independent of the others, as DP-SGD requires.
     disc_channels, disc_layers: PatchGAN discriminator width and number of stride-2 convs.
     lambda_cycle, lambda_identity: CycleGAN cycle-consistency and identity weights (absolute,
         so 5.0 is the usual "0.5 x lambda_cycle"); lambda_identity=0 skips the identity pass.
     lambda_cls, lambda_rec: unified-model classification and reconstruction weights.
+    lambda_structure: weight of the MIND structure term between each synthetic image and its
+        source (`fedsynth.models.mind`), both models; 0 skips it.
+    lambda_paired: weight of the supervised L1 between each synthetic image and the real
+        image of the same subject and slice in the target contrast, where the data has it
+        (needs data.pairing=paired); 0 skips it.
     trainable: what both players train (and, in a federation, what leaves a site): "all"
         weights, or "norm-bias" — only normalisation affines and biases (parameter-efficient
         private fine-tuning of a warm start: per-sample gradients and DP noise over ~2 % of
@@ -60,6 +69,7 @@ class ModelConfig:
     source: str = "T1"
     target: str = "T2"
     image_size: int = 64
+    generator: str = "resnet"
     base_channels: int = 16
     res_blocks: int = 4
     downsamplings: int = 2
@@ -70,6 +80,8 @@ class ModelConfig:
     lambda_identity: float = 5.0
     lambda_cls: float = 1.0
     lambda_rec: float = 10.0
+    lambda_structure: float = 0.0
+    lambda_paired: float = 0.0
     trainable: str = "all"
 
     def __post_init__(self) -> None:
@@ -81,6 +93,10 @@ class ModelConfig:
         if self.kind not in known_kinds():
             raise ValueError(
                 f"ModelConfig.kind must be one of {known_kinds()}, got {self.kind!r}"
+            )
+        if self.generator not in GENERATORS:
+            raise ValueError(
+                f"ModelConfig.generator must be one of {GENERATORS}, got {self.generator!r}"
             )
         if self.norm not in NORM_KINDS:
             raise ValueError(f"ModelConfig.norm must be one of {NORM_KINDS}, got {self.norm!r}")
@@ -112,7 +128,14 @@ class ModelConfig:
                 f"ModelConfig.image_size={self.image_size} is too small for disc_layers="
                 f"{self.disc_layers} (needs >= {2 ** (self.disc_layers + 2)})"
             )
-        for name in ("lambda_cycle", "lambda_identity", "lambda_cls", "lambda_rec"):
+        for name in (
+            "lambda_cycle",
+            "lambda_identity",
+            "lambda_cls",
+            "lambda_rec",
+            "lambda_structure",
+            "lambda_paired",
+        ):
             value = getattr(self, name)
             if not value >= 0:
                 raise ValueError(f"ModelConfig.{name} must be >= 0, got {value!r}")

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from fedsynth.models.blocks import ConvBlock, ResidualBlock, resnet_plan
+from fedsynth.models.blocks import ConvBlock, ResidualBlock, resnet_plan, run_plan
 
 
 class ResnetGenerator(nn.Module):
     """7x7 stem, stride-2 downsamplings, residual blocks, nearest-upsample + conv, 7x7 head and
-    Tanh to [-1, 1]: `resnet_plan`'s layers as one nn.Sequential named "body".
+    Tanh to [-1, 1]: `resnet_plan`'s layers as one nn.Sequential named "body" (run in plan
+    order, with the skip paths when there are any).
 
     Args:
         in_channels: image channels in.
@@ -19,6 +20,7 @@ class ResnetGenerator(nn.Module):
         res_blocks: residual blocks at the lowest resolution.
         downsamplings: stride-2 convolutions (and as many upsamplings).
         norm: "instance" or "group".
+        skips: U-Net skip paths (generator "unet").
 
     Raises:
         ValueError: `norm` is not a known normalisation.
@@ -32,11 +34,13 @@ class ResnetGenerator(nn.Module):
         res_blocks: int,
         downsamplings: int,
         norm: str,
+        skips: bool = False,
     ) -> None:
         super().__init__()
-        plan = resnet_plan(
-            in_channels, out_channels, base_channels, res_blocks, downsamplings, norm
+        self.plan = resnet_plan(
+            in_channels, out_channels, base_channels, res_blocks, downsamplings, norm, skips
         )
+        plan = self.plan
         self.body = nn.Sequential(
             *(
                 ResidualBlock(s.out_channels, norm)
@@ -55,4 +59,4 @@ class ResnetGenerator(nn.Module):
         Returns:
             Images (N, out_channels, H, W) in [-1, 1].
         """
-        return self.body(x)
+        return run_plan(zip(self.plan, self.body, strict=True), x)

@@ -9,7 +9,9 @@ real/fake patch head per modality (a multi-task discriminator: head t judges "a 
 modality t?") and an auxiliary modality classifier. Per real slice x of modality s with a
 random target t != s:
   generator:     LSGAN head_t(G(x, t|s)) -> real, λ_cls·CE(D_cls(G(x, t|s)), t),
-                 λ_rec·|G(G(x, t|s), s|t) - x|, [λ_id·|G(x, s|s) - x|]
+                 λ_rec·|G(G(x, t|s), s|t) - x|, [λ_struct·MIND(G(x, t|s), x)],
+                 [λ_paired·|G(x, t|s) - y_t|, y_t the same slice's real t, paired data],
+                 [λ_id·|G(x, s|s) - x|]
   discriminator: LSGAN head_s(x) -> real and head_t(G(x, t|s)) -> fake, λ_cls·CE(D_cls(x), s)
 G synthesises the foreground only: where the source is background (exactly -1 after
 preprocessing) the output is background too — the same head in another contrast. Without it,
@@ -28,11 +30,11 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-from fedsynth.data.config import BACKGROUND
-from fedsynth.models.base import Batch, Stream, SynthesisModel
+from fedsynth.models.base import Batch, Partners, Stream, SynthesisModel, keep_background
 from fedsynth.models.conditional import ConditionalResnetGenerator
 from fedsynth.models.config import ModelConfig
 from fedsynth.models.losses import classification_loss, l1_loss, lsgan_loss
+from fedsynth.models.mind import mind_loss
 from fedsynth.models.patch_discriminator import PatchDiscriminator
 from fedsynth.models.registry import register_model
 
@@ -60,7 +62,13 @@ class UnifiedGAN(SynthesisModel):
         c = config
         k = c.num_modalities
         self.G = ConditionalResnetGenerator(
-            1 + k, 2 * k, c.base_channels, c.res_blocks, c.downsamplings, c.norm
+            1 + k,
+            2 * k,
+            c.base_channels,
+            c.res_blocks,
+            c.downsamplings,
+            c.norm,
+            skips=c.generator == "unet",
         )
         self.D = PatchDiscriminator(
             1, c.disc_channels, c.disc_layers, c.norm, num_classes=k, num_heads=k
@@ -78,7 +86,7 @@ class UnifiedGAN(SynthesisModel):
         code = torch.cat([one_hot(target, k), one_hot(source, k)], dim=1).to(images.dtype)
         planes = label_maps(target, k, h, w).to(images.dtype)
         out = self.G(torch.cat([images, planes], dim=1), code)
-        return torch.where(images > BACKGROUND, out, torch.full_like(out, BACKGROUND))
+        return keep_background(images, out)
 
     def judge(self, images: Tensor, modality: Tensor) -> tuple[Tensor, Tensor]:
         """(patch scores of each image's own modality head (n, 1, h, w), class logits)."""
@@ -86,11 +94,17 @@ class UnifiedGAN(SynthesisModel):
         weights = one_hot(modality, self.config.num_modalities).to(scores.dtype)[:, :, None, None]
         return (scores * weights).sum(dim=1, keepdim=True), logits
 
-    def make_batch(self, images: Mapping[str, Tensor], generator: torch.Generator) -> Batch:
+    def make_batch(
+        self,
+        images: Mapping[str, Tensor],
+        generator: torch.Generator,
+        partners: Partners | None = None,
+    ) -> Batch:
         """One stream "all": images, their modality labels, and a random target label among the
-        model's other modalities (drawn per sample from `generator`)."""
-        present = [(i, images[m]) for i, m in enumerate(self.config.modalities) if m in images]
-        present = [(i, x) for i, x in present if len(x)]
+        model's other modalities (drawn per sample from `generator`); with `partners`, every
+        sample's real image in each modality too."""
+        mods = [m for m in self.config.modalities if m in images and len(images[m])]
+        present = [(self.config.modalities.index(m), images[m]) for m in mods]
         if not present:
             return {}
         image = torch.cat([x for _, x in present])
@@ -98,20 +112,18 @@ class UnifiedGAN(SynthesisModel):
         k = self.config.num_modalities
         offset = torch.randint(1, k, (len(label),), generator=generator)
         target = (label + offset) % k
-        return {
-            "all": {
-                "image": image,
-                "label": label.to(image.device),
-                "target": target.to(image.device),
-            }
+        stream = {
+            "image": image,
+            "label": label.to(image.device),
+            "target": target.to(image.device),
         }
+        return {"all": self.with_partners(stream, partners, mods)}
 
     def loss_terms(self, player: str) -> tuple[str, ...]:
         self._check_player(player)
         if player == "discriminators":
             return ("loss", "real", "fake", "cls")
-        identity = ("identity",) if self.config.lambda_identity > 0 else ()
-        return ("loss", "adv", "cls", "rec", *identity)
+        return ("loss", "adv", "cls", "rec", *self.optional_terms())
 
     def forward(self, stream: str, player: str, batch: Stream) -> dict[str, Tensor]:
         self._check_player(player)
@@ -136,6 +148,12 @@ class UnifiedGAN(SynthesisModel):
             "rec": l1_loss(self.generate(fake, label, target), real),
         }
         loss = terms["adv"] + c.lambda_cls * terms["cls"] + c.lambda_rec * terms["rec"]
+        if c.lambda_structure > 0:
+            terms["structure"] = mind_loss(fake, real)
+            loss = loss + c.lambda_structure * terms["structure"]
+        if c.lambda_paired > 0:
+            terms["paired"] = self.paired_term(batch, fake, target)
+            loss = loss + c.lambda_paired * terms["paired"]
         if c.lambda_identity > 0:
             terms["identity"] = l1_loss(self.generate(real, label, label), real)
             loss = loss + c.lambda_identity * terms["identity"]

@@ -22,21 +22,31 @@ from fedsynth.models.checkpoint import save_checkpoint
 from fedsynth.models.warm_start import initial_model
 from fedsynth.training import LocalState, train_local
 from fedsynth.training.ema import load_ema
+from fedsynth.training.resume import ResumePoint
 
 log = logging.getLogger(__name__)
 MODES = ("source-as-is", "public-only", "centralized", "local")
 
 
 def train_site(
-    cfg: FedsynthConfig, site: SiteData, label: str, progress: bool = False, chunk: int = 10
+    cfg: FedsynthConfig,
+    site: SiteData,
+    label: str,
+    progress: bool = False,
+    chunk: int = 10,
+    resume: ResumePoint | None = None,
+    until: int | None = None,
 ) -> tuple[SynthesisModel, dict[str, float]]:
     """Train a model for the whole run (`cfg.train.steps`) on one site's data, from random
     weights or `train.init-checkpoint`; with `train.ema-decay` the result is the average.
 
     `progress` draws a progress bar on the terminal (the CLI asks for it); otherwise the
-    start and end of training are logged."""
+    start and end of training are logged. With `resume` (training without DP), the run starts
+    from the resume point's step when it has one and saves it every `chunk` steps; `until`
+    stops at that step of the run's schedule (a long run in several sittings)."""
     model = initial_model(cfg.model, cfg.train.seed, cfg.train.init_checkpoint)
-    state: LocalState | None = None
+    state: LocalState | None = resume.load(model) if resume is not None else None
+    end = cfg.train.steps if until is None else min(until, cfg.train.steps)
     metrics: dict[str, float] = {}
     columns = (
         TextColumn("{task.description}"),
@@ -46,12 +56,15 @@ def train_site(
     )
     log.info("training %s: %d steps", label, cfg.train.steps)
     with Progress(*columns, disable=not progress, transient=True) as bar:
-        task = bar.add_task(f"training {label}", total=cfg.train.steps)
-        while state is None or state.step < cfg.train.steps:
+        task = bar.add_task(f"training {label}", total=end)
+        bar.update(task, completed=0 if state is None else state.step)
+        while state is None or state.step < end:
             done = 0 if state is None else state.step
-            steps = min(chunk, cfg.train.steps - done)
+            steps = min(chunk, end - done)
             metrics, state = train_local(model, site, cfg.train, cfg.privacy, state, steps)
             bar.update(task, completed=state.step)
+            if resume is not None:
+                resume.save(model, state)
             if metrics.get("budget_exhausted"):
                 log.warning("%s: %s", label, state.stop_reason)
                 break

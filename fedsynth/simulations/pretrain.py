@@ -21,18 +21,29 @@ from fedsynth.config import FedsynthConfig
 from fedsynth.data.layouts import SITES_FILE
 from fedsynth.data.phantom import PhantomConfig, generate_phantom
 from fedsynth.data.pipeline import prepare_sites
-from fedsynth.data.slices import pool_sites
+from fedsynth.data.slices import SliceSet, pool_sites
 from fedsynth.evaluation.evaluate import evaluate_translation
+from fedsynth.evaluation.suite import served_directions
+from fedsynth.models import SynthesisModel
 from fedsynth.models.card import OVERLAP_WARNING, write_model_card
 from fedsynth.models.checkpoint import save_checkpoint
 from fedsynth.simulations.baselines import train_site
+from fedsynth.training.resume import ResumePoint, run_key
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "model.safetensors"
 
 
-def public_phantom(out: Path, subjects: int, cfg: FedsynthConfig, progress: bool = True) -> Path:
-    """A domain-randomised phantom cohort of `subjects` subjects at `out` (made once)."""
+def public_phantom(
+    out: Path,
+    subjects: int,
+    cfg: FedsynthConfig,
+    progress: bool = True,
+    lesion_fraction: float = 0.0,
+    heads: bool = False,
+) -> Path:
+    """A domain-randomised phantom cohort of `subjects` subjects at `out` (made once): a
+    `lesion_fraction` share of them with a lesion, whole heads with `heads`."""
     if not (Path(out) / SITES_FILE).is_file():
         phantom = PhantomConfig(
             sites=1,
@@ -40,6 +51,9 @@ def public_phantom(out: Path, subjects: int, cfg: FedsynthConfig, progress: bool
             modalities=cfg.data.modalities,
             seed=cfg.data.seed,
             acquisition="randomised",
+            lesions=lesion_fraction > 0,
+            lesion_fraction=lesion_fraction if lesion_fraction > 0 else 1.0,
+            heads=heads,
         )
         generate_phantom(phantom, out, progress=progress)
     return Path(out)
@@ -68,18 +82,52 @@ def _data_card(cfg: FedsynthConfig, sites: list, source: str) -> dict[str, Any]:
     return card
 
 
+VALIDATION_METRICS = ("psnr_brain", "ssim_brain", "mae_brain")
+
+
+def _served(model: SynthesisModel) -> str:
+    m = model.config
+    if m.kind == "unified":
+        return "any-to-any over " + "/".join(m.modalities)
+    return f"{m.source}→{m.target}"
+
+
+def public_validation(model: SynthesisModel, test: dict[str, SliceSet]) -> dict[str, Any]:
+    """Scores on the public cohort's held-out subjects: for one direction (CycleGAN's source →
+    target) the metrics themselves, for an any-to-any model one entry per direction
+    (`SRC->TGT`) and their mean."""
+    directions = served_directions(model, list(test))
+    if model.config.kind != "unified":
+        directions = [(model.config.source, model.config.target)]
+    scores = {}
+    for s, t in directions:
+        summary = evaluate_translation(model, test, s, t).aggregate()
+        scores[f"{s}->{t}"] = {k: round(summary[k], 4) for k in VALIDATION_METRICS}
+        scores[f"{s}->{t}"]["subjects"] = summary["subjects"]
+    if len(scores) == 1:
+        return next(iter(scores.values()))
+    mean = {
+        k: round(sum(v[k] for v in scores.values()) / len(scores), 4) for k in VALIDATION_METRICS
+    }
+    return {"mean": mean, "directions": scores}
+
+
 def pretrain(
     cfg: FedsynthConfig,
     out: Path,
     source: str = "dataset",
     progress: bool = True,
     command: str = "",
+    resume: Path | None = None,
+    until: int | None = None,
 ) -> Path:
     """Train `cfg`'s model on the public data at `cfg.data.root` (all sites pooled, no DP);
     write OUT/model.safetensors and its model card; return the checkpoint path.
 
     `source` names the data in the card ("phantom" for the domain-randomised phantom);
-    `command` is the command line that reproduces it."""
+    `command` is the command line that reproduces it. With `resume`, training continues
+    from that resume point and saves it as it goes (a long run survives being killed);
+    `until` writes the checkpoint at that step of the schedule (the card says which)."""
     if cfg.data.root is None:
         raise ValueError("pretrain needs public data: data.root (or the phantom)")
     if source != "phantom":
@@ -87,16 +135,20 @@ def pretrain(
     cfg = cfg.evolve(privacy={"enabled": False})
     sites, _ = prepare_sites(cfg.data, progress=progress)
     pooled = pool_sites(sites, "public")
-    model, _ = train_site(cfg, pooled, "pretrain (public data)", progress)
+    point = ResumePoint(resume, run_key(cfg.to_flat())) if resume is not None else None
+    model, _ = train_site(
+        cfg, pooled, "pretrain (public data)", progress, chunk=25, resume=point, until=until
+    )
+    steps = cfg.train.steps if until is None else min(until, cfg.train.steps)
     m = cfg.model
-    validation = evaluate_translation(model, pooled.test, m.source, m.target).aggregate()
     card = {
-        "name": f"{m.kind} {m.source}→{m.target}, public warm start",
+        "name": f"{m.kind} {_served(model)}, public warm start",
         "model": dataclasses.asdict(m),
         "data": _data_card(cfg, sites, source),
         "training": {
             "mode": "centralized on the pooled public sites, no DP",
-            "steps": cfg.train.steps,
+            "steps": steps,
+            "planned_steps": cfg.train.steps,
             "batch_size": cfg.train.batch_size,
             "lr": cfg.train.lr,
             "seed": cfg.train.seed,
@@ -109,10 +161,7 @@ def pretrain(
             "unit": "none: trained on public data only; every site's ε is spent by its own "
             "fine-tuning, reported at its own privacy unit",
         },
-        "public_validation": {
-            k: round(validation[k], 4)
-            for k in ("psnr_brain", "ssim_brain", "mae_brain", "subjects")
-        },
+        "public_validation": public_validation(model, pooled.test),
     }
     path = save_checkpoint(Path(out) / CHECKPOINT, model, cfg.data.preprocess, {"model_card": card})
     write_model_card(path, card)

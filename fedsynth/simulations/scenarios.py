@@ -37,6 +37,37 @@ UNIFIED_RECIPE: dict[str, object] = {
     "federation.local-steps": 40,
 }
 
+# The any-to-any foundation model (`fedsynth/pretrained/phantom-unified`, `fedsynth pretrain
+# --scenario phantom-foundation`): the unified model at 128 px, wide and deep enough for
+# detail (two downsamplings, six residual blocks; ~1.2 s per step on two cores; architecture
+# from benchmarks/generators.py), trained on PAIRED public data (a public multi-contrast
+# cohort has every contrast of a subject: the supervised term lifted the mean validation PSNR
+# by 1.7 dB in benchmarks/structure.py, where the MIND structure term did not help and is
+# left at 0), a generator EMA, and a long schedule trained once in the background on the
+# public phantom (data seed 1000: disjoint from every benchmark's). Runs fine-tune it.
+FOUNDATION_RECIPE: dict[str, object] = {
+    "model.kind": "unified",
+    "data.modalities": "T1,T2,PD,FLAIR",
+    "data.preprocess.image-size": 128,
+    "data.seed": 1000,
+    "data.pairing": "paired",
+    "model.base-channels": 16,
+    "model.res-blocks": 6,
+    "model.downsamplings": 2,
+    "model.disc-channels": 16,
+    "model.disc-layers": 3,
+    "model.lambda-identity": 0.0,
+    "model.lambda-structure": 0.0,
+    "model.lambda-paired": 10.0,
+    "privacy.enabled": False,
+    "train.steps": 5000,
+    "train.batch-size": 8,
+    "train.lr": 1e-3,
+    "train.lr-schedule": "linear",
+    "train.decay-start": 0.5,
+    "train.ema-decay": 0.999,
+}
+
 # DP-SGD that learns (issue 12): from a public warm start (`train.init-checkpoint`), train and
 # share only norm affines + biases, patient-level units, automatic clipping, a larger expected
 # batch and a generator EMA. Chosen on PUBLIC data only (README "Private fine-tuning").
@@ -96,6 +127,8 @@ SCENARIOS: dict[str, dict[str, object]] = {
     # scratch DP-SGD cannot learn it (docs/architecture.md §4). The benchmarked setting
     # (benchmarks/unified.py).
     "phantom-unified": UNIFIED_RECIPE,
+    # How the packaged foundation model was trained (public data only; `fedsynth pretrain`).
+    "phantom-foundation": FOUNDATION_RECIPE,
     # One unified generator over hospitals that acquired different contrasts: PD <-> FLAIR and
     # PD <-> T2 exist at no single site, so only the federation can learn them.
     "phantom-hetero": {

@@ -21,7 +21,7 @@ MAX_SHIFT = 4
 
 
 def _view(image: Tensor, flip: bool, dy: int, dx: int) -> Tensor:
-    """One (1, H, W) slice flipped and shifted by (dy, dx) pixels."""
+    """One (C, H, W) slice flipped and shifted by (dy, dx) pixels."""
     if flip:
         image = image.flip(-1)
     h, w = image.shape[-2:]
@@ -33,8 +33,9 @@ def _view(image: Tensor, flip: bool, dy: int, dx: int) -> Tensor:
 def augment(
     images: Mapping[str, Tensor], views: int, generator: torch.Generator
 ) -> dict[str, Tensor]:
-    """Modality -> (n, 1, H, W) images to (n·views, 1, H, W): `views` random views of each
-    image, consecutively. views=1 returns the images unchanged and draws nothing."""
+    """Modality -> (n, C, H, W) images to (n·views, C, H, W): `views` random views of each
+    image, consecutively, every channel under the same geometry (an image and its paired
+    partners stay aligned). views=1 returns the images unchanged and draws nothing."""
     if views == 1:
         return dict(images)
     out = {}

@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from fedsynth.training.device import DEVICES
+
 LR_SCHEDULES = ("constant", "linear", "cosine")
 
 
@@ -28,6 +30,8 @@ class TrainConfig:
     augmentations: K, augmentation multiplicity (De et al. 2022): each sampled slice is seen
         under K random flips/shifts and its loss gradients are averaged before clipping, so a
         unit still adds one gradient of norm <= C (the sensitivity is unchanged).
+    device: where the site trains (`fedsynth.training.device`): "auto" (an accelerator when
+        torch sees one, else the CPU), "cpu", "cuda" or "mps".
     ema_decay: keep an exponential moving average of the generators' trained weights (0: off);
         the average is what a run reports and a site shares. Post-processing: no ε.
     """
@@ -42,6 +46,7 @@ class TrainConfig:
     init_checkpoint: Path | None = None
     augmentations: int = 1
     ema_decay: float = 0.0
+    device: str = "auto"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "betas", tuple(self.betas))
@@ -65,6 +70,8 @@ class TrainConfig:
             )
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"train.ema-decay must be in [0, 1), got {self.ema_decay!r}")
+        if self.device not in DEVICES:
+            raise ValueError(f"TrainConfig.device must be one of {DEVICES}, got {self.device!r}")
         if not isinstance(self.seed, int):
             raise ValueError(f"TrainConfig.seed must be an int, got {self.seed!r}")
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from fedsynth.data.slices import SiteData, SliceSet
-from fedsynth.models.base import PLAYERS, SynthesisModel
+from fedsynth.models.base import PLAYERS, Partners, SynthesisModel
 from fedsynth.privacy.accountant import PrivacyAccountant
 from fedsynth.privacy.budget import PrivacyBudget
 from fedsynth.privacy.config import PrivacyConfig
@@ -31,6 +31,7 @@ from fedsynth.privacy.sampling import UnitIndex, sample_rate
 from fedsynth.privacy.secret import dp_seed
 from fedsynth.training.augment import augment
 from fedsynth.training.config import TrainConfig
+from fedsynth.training.device import resolve_device
 from fedsynth.training.ema import start_ema, update_ema
 from fedsynth.training.state import LocalState
 
@@ -62,6 +63,11 @@ def training_sets(model: SynthesisModel, data: SiteData) -> dict[str, SliceSet]:
         raise ValueError(
             f"site {data.site!r} has no training slices of {missing} "
             f"(a {cfg.kind} model needs every one of {model.training_modalities})"
+        )
+    if cfg.lambda_paired > 0 and not data.paired:
+        raise ValueError(
+            f"site {data.site!r}: model.lambda-paired={cfg.lambda_paired} needs paired training "
+            "slices (data.pairing=paired)"
         )
     present = [m for m, s in sets.items() if len(s)]
     if len(present) < 2:
@@ -105,6 +111,48 @@ def _images(
         m: torch.from_numpy(np.asarray(sets[m].images[r], dtype=np.float32)).unsqueeze(1).to(device)
         for m, r in rows.items()
     }
+
+
+def _partners(
+    sets: Mapping[str, SliceSet],
+    rows: Mapping[str, np.ndarray],
+    modalities: tuple[str, ...],
+    device: torch.device,
+) -> Partners:
+    """Paired data: each sampled row's slice in every one of the model's modalities (row-
+    aligned sets, so the same row index), zeros for a modality the site does not have."""
+    available = torch.tensor([m in sets for m in modalities], device=device)
+    images = {}
+    for m, r in rows.items():
+        shape = (len(r), *sets[m].images.shape[1:])
+        planes = [
+            np.asarray(sets[t].images[r], dtype=np.float32)
+            if t in sets
+            else np.zeros(shape, np.float32)
+            for t in modalities
+        ]
+        images[m] = torch.from_numpy(np.stack(planes, axis=1)).to(device)
+    return Partners(images, available)
+
+
+def _augmented(
+    images: dict[str, torch.Tensor],
+    partners: Partners | None,
+    views: int,
+    generator: torch.Generator,
+) -> tuple[dict[str, torch.Tensor], Partners | None]:
+    """`augment` the sampled images and their partners under one geometry per view."""
+    if partners is None:
+        return augment(images, views, generator), None
+    joint = augment(
+        {m: torch.cat([x, partners.images[m]], dim=1) for m, x in images.items()},
+        views,
+        generator,
+    )
+    return (
+        {m: x[:, :1] for m, x in joint.items()},
+        Partners({m: x[:, 1:] for m, x in joint.items()}, partners.available),
+    )
 
 
 @dataclass(frozen=True)
@@ -158,6 +206,7 @@ class _Session:
 
     model: SynthesisModel
     sets: dict[str, SliceSet]
+    paired: bool
     index: UnitIndex
     train_cfg: TrainConfig
     generator: torch.Generator
@@ -182,6 +231,10 @@ def _setup(
 ) -> tuple[_Session, LocalState]:
     """Restore (or start) the state and build what the steps share."""
     accountant = _accountant_for(state, privacy_cfg)
+    device = resolve_device(train_cfg.device)
+    model.to(device)
+    if proximal is not None:
+        proximal = Proximal(proximal.mu, {k: v.to(device) for k, v in proximal.anchor.items()})
     first_call = state is None
     if state is None:
         seed = dp_seed(privacy_cfg, secret_seed) if accountant is not None else train_cfg.seed
@@ -219,12 +272,17 @@ def _setup(
             )
     ema = None
     if train_cfg.ema_decay > 0:
-        ema = {k: v.clone() for k, v in state.ema.items()} if state.ema else start_ema(model)
+        ema = (
+            {k: v.to(device, copy=True) for k, v in state.ema.items()}
+            if state.ema
+            else start_ema(model)
+        )
     dp_stats = ("clip_fraction", "grad_norm") if release is not None else ()
     sums = {f"{p}/{t}": 0.0 for p in PLAYERS for t in model.loss_terms(p) + dp_stats}
     session = _Session(
         model,
         sets,
+        data.paired and model.config.lambda_paired > 0,
         index,
         train_cfg,
         generator,
@@ -263,8 +321,10 @@ def _update(session: _Session, player: str, lr: float) -> None:
         rows = s.index.uniform(s.train_cfg.batch_size, s.generator)
     else:
         rows = s.index.poisson(rel.sample_rate, s.generator)
-    images = augment(_images(s.sets, rows, device), views, s.generator)
-    batch = s.model.make_batch(images, s.generator)
+    images = _images(s.sets, rows, device)
+    partners = _partners(s.sets, rows, s.model.config.modalities, device) if s.paired else None
+    images, partners = _augmented(images, partners, views, s.generator)
+    batch = s.model.make_batch(images, s.generator, partners)
     if rel is None:
         grads, terms = batch_gradients(s.model, player, batch)
     else:

@@ -61,7 +61,7 @@ class LocalState:
 
     @classmethod
     def from_bytes(cls, data: bytes, accountant: PrivacyAccountant | None) -> LocalState:
-        saved = torch.load(io.BytesIO(data), weights_only=True)
+        saved = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
         return cls(
             step=int(saved["step"]),
             rng_state=saved["rng_state"],

@@ -1,0 +1,127 @@
+"""Paired public data (`data.pairing=paired`): training subjects give every contrast, row-
+aligned; each sampled image carries its partners through augmentation; the supervised term
+is the per-sample L1 to the real target of the same slice (a loop over samples is the oracle);
+and the settings that would break it are refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from synthetic_slices import SIZE, site, tiny_config
+
+from fedsynth.config import FedsynthConfig
+from fedsynth.data.config import DataConfig, PreprocessConfig
+from fedsynth.data.pipeline import prepare_sites
+from fedsynth.data.slices import SiteData
+from fedsynth.models import build_model
+from fedsynth.models.base import Partners
+from fedsynth.privacy import PrivacyConfig
+from fedsynth.training import TrainConfig, train_local
+from fedsynth.training.engine import _augmented, _partners
+
+
+def test_paired_sites_train_on_every_contrast_of_their_training_subjects(
+    tiny_bids: Path, tmp_path: Path
+) -> None:
+    pre = PreprocessConfig(image_size=32)
+    unpaired, _ = prepare_sites(
+        DataConfig(root=tiny_bids, preprocess=pre, cache_dir=tmp_path / "c"), progress=False
+    )
+    paired, _ = prepare_sites(
+        DataConfig(root=tiny_bids, preprocess=pre, cache_dir=tmp_path / "c", pairing="paired"),
+        progress=False,
+    )
+    for u, p in zip(unpaired, paired, strict=True):
+        assert p.paired and not u.paired
+        a, b = p.train["T1"], p.train["T2"]
+        np.testing.assert_array_equal(a.subjects, b.subjects)
+        np.testing.assert_array_equal(a.positions, b.positions)
+        every = set(u.train["T1"].unique_subjects()) | set(u.train["T2"].unique_subjects())
+        assert set(a.unique_subjects()) == every  # the same training subjects, all contrasts
+        assert not set(a.unique_subjects()) & set(p.test["T1"].unique_subjects())
+        np.testing.assert_array_equal(p.test["T1"].subjects, u.test["T1"].subjects)
+
+
+def paired_site(modalities=("T1", "T2", "PD")) -> SiteData:
+    data = site(modalities, slices=8, subjects=4)
+    subjects, positions = data.train[modalities[0]].subjects, data.train[modalities[0]].positions
+    for s in data.train.values():  # make the sets row-aligned, as a paired split is
+        s.subjects[:], s.positions[:] = subjects, positions
+    return SiteData(data.site, data.train, paired=True)
+
+
+def test_partners_are_the_same_rows_in_every_modality_and_zero_where_missing() -> None:
+    data = paired_site(("T1", "PD"))
+    rows = {"T1": np.array([0, 3, 5]), "PD": np.array([1, 2])}
+    partners = _partners(data.train, rows, ("T1", "T2", "PD"), torch.device("cpu"))
+    assert partners.available.tolist() == [True, False, True]
+    for m, r in rows.items():
+        got = partners.images[m]
+        assert got.shape == (len(r), 3, SIZE, SIZE)
+        np.testing.assert_array_equal(got[:, 0].numpy(), data.train["T1"].images[r])
+        np.testing.assert_array_equal(got[:, 2].numpy(), data.train["PD"].images[r])
+        assert (got[:, 1] == 0).all()
+
+
+def test_augmentation_moves_an_image_and_its_partners_together() -> None:
+    data = paired_site()
+    rows = {"T2": np.array([0, 1, 2, 3])}
+    images = {"T2": torch.from_numpy(data.train["T2"].images[rows["T2"]])[:, None]}
+    partners = _partners(data.train, rows, ("T1", "T2", "PD"), torch.device("cpu"))
+    views, moved = _augmented(images, partners, 3, torch.Generator().manual_seed(0))
+    assert views["T2"].shape == (12, 1, SIZE, SIZE)
+    # the partner plane of the image's own contrast is the image, view by view
+    torch.testing.assert_close(moved.images["T2"][:, 1:2], views["T2"], rtol=0, atol=0)
+    assert not torch.equal(views["T2"][0], views["T2"][1]) or not torch.equal(
+        views["T2"][1], views["T2"][2]
+    )
+
+
+@pytest.mark.parametrize("kind", ["cyclegan", "unified"])
+def test_paired_term_is_the_l1_to_the_real_target_of_the_same_slice(kind: str) -> None:
+    mods = ("T1", "T2") if kind == "cyclegan" else ("T1", "T2", "PD")
+    model = build_model(tiny_config(kind, lambda_paired=3.0, modalities=mods))
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(4, 1, SIZE, SIZE, generator=g) * 2 - 1
+    planes = torch.rand(4, len(mods), SIZE, SIZE, generator=g) * 2 - 1
+    available = torch.tensor([True] * (len(mods) - 1) + [False])
+    partners = Partners({"T1": planes}, available)
+    batch = model.make_batch({"T1": x}, torch.Generator().manual_seed(0), partners)
+    stream, tensors = next(iter(batch.items()))
+    with torch.no_grad():
+        terms = model(stream, "generators", tensors)
+        targets = tensors["target"] if kind == "unified" else torch.full((4,), 1)
+        fakes = model.generate(x, targets, torch.zeros(4, dtype=torch.long)) if kind == "unified" \
+            else model.translate(x, "T1", "T2")
+    for i in range(4):  # the oracle: one sample at a time
+        t = int(targets[i])
+        expected = (fakes[i, 0] - planes[i, t]).abs().mean() if available[t] else 0.0
+        torch.testing.assert_close(terms["paired"][i], torch.as_tensor(expected))
+
+
+def test_paired_training_needs_paired_data_and_subject_level_dp() -> None:
+    base = {"data.modalities": "T1,T2", "model.lambda-paired": 10.0}
+    with pytest.raises(ValueError, match="needs paired training data: data.pairing=paired"):
+        FedsynthConfig.from_flat(base)
+    with pytest.raises(ValueError, match="needs privacy.unit=subject"):
+        FedsynthConfig.from_flat(
+            base | {"data.pairing": "paired", "privacy.enabled": True, "privacy.unit": "slice"}
+        )
+    FedsynthConfig.from_flat(
+        base | {"data.pairing": "paired", "privacy.enabled": True, "privacy.unit": "subject"}
+    )
+    model = build_model(tiny_config("cyclegan", lambda_paired=1.0))
+    with pytest.raises(ValueError, match="needs paired training slices"):
+        train_local(model, site(), TrainConfig(steps=1, batch_size=2), PrivacyConfig(enabled=False))
+
+
+def test_a_private_paired_step_clips_per_subject_and_trains() -> None:
+    model = build_model(tiny_config("unified", lambda_paired=10.0))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    dp = PrivacyConfig(noise_multiplier=1.0, max_grad_norm=1.0, unit="subject", noise_seed=3)
+    metrics, _ = train_local(model, paired_site(), TrainConfig(steps=2, batch_size=2), dp)
+    assert np.isfinite(metrics["generators/paired"]) and metrics["generators/paired"] > 0
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
