@@ -25,6 +25,7 @@ from fedsynth.flat import Scalar, build, flatten
 from fedsynth.models.config import ModelConfig
 from fedsynth.privacy.config import PrivacyConfig
 from fedsynth.training.config import TrainConfig
+from fedsynth.training.device import BF16_WITH_DP
 
 SHARE = ("generators", "all")
 STRATEGIES = ("fedavg", "fedprox", "fedadam", "median", "trimmed-mean")
@@ -151,6 +152,8 @@ class FedsynthConfig:
                 f"model.lambda-paired={self.model.lambda_paired} needs paired training data: "
                 f"data.pairing=paired (not {self.data.pairing!r})"
             )
+        if self.train.precision != "fp32" and self.privacy.enabled:
+            raise ValueError(BF16_WITH_DP)
         if self.model.lambda_paired > 0 and self.privacy.enabled and self.privacy.unit != "subject":
             raise ValueError(
                 "model.lambda-paired with DP needs privacy.unit=subject: a paired sample also "

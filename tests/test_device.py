@@ -10,6 +10,7 @@ import pytest
 import torch
 from synthetic_slices import site, tiny_config
 
+from fedsynth.config import FedsynthConfig
 from fedsynth.data.config import PreprocessConfig
 from fedsynth.models import build_model
 from fedsynth.models.checkpoint import load_checkpoint, save_checkpoint
@@ -80,3 +81,30 @@ def test_a_private_site_trains_on_cuda_with_the_same_noise_and_a_portable_checkp
     path = save_checkpoint(tmp_path / "m.safetensors", model, PreprocessConfig(image_size=32))
     loaded = load_checkpoint(path).model
     assert {p.device.type for p in loaded.parameters()} == {"cpu"}
+
+
+def test_bf16_precision_runs_convolutions_in_bfloat16_and_keeps_weights_fp32() -> None:
+    dtypes: set[torch.dtype] = set()
+    model = build_model(tiny_config())
+    model.G_AB.body[0].conv.register_forward_hook(lambda mod, args, out: dtypes.add(out.dtype))
+    privacy = PrivacyConfig(enabled=False)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    metrics, _ = train_local(model, site(), TrainConfig(steps=2, batch_size=4, precision="bf16"),
+                             privacy)
+    assert dtypes == {torch.bfloat16}
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    assert all(torch.isfinite(torch.tensor(v)) for k, v in metrics.items() if "loss" in k)
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+    dtypes.clear()
+    train_local(model, site(), TrainConfig(steps=1, batch_size=4), privacy)
+    assert dtypes == {torch.float32}
+
+
+def test_unknown_precision_and_bf16_with_dp_are_refused() -> None:
+    with pytest.raises(ValueError, match="TrainConfig.precision must be one of"):
+        TrainConfig(precision="fp8")
+    with pytest.raises(ValueError, match="precision=bf16 is for training without DP"):
+        FedsynthConfig.from_flat({"train.precision": "bf16", "privacy.enabled": True})
+    dp = PrivacyConfig(noise_multiplier=1.0, max_grad_norm=1.0, noise_seed=3)
+    with pytest.raises(ValueError, match="precision=bf16 is for training without DP"):
+        train_local(build_model(tiny_config()), site(), TrainConfig(precision="bf16"), dp)

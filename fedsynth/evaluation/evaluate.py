@@ -24,7 +24,8 @@ def synthesise(
     was_training = model.training
     model.eval()
     out = np.empty_like(np.asarray(images, np.float32))
-    device = next(model.parameters()).device
+    # A parameter-free model (the linear intensity baseline) runs on the CPU.
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
     with torch.no_grad():
         for start in range(0, len(out), batch_size):
             batch = torch.from_numpy(np.asarray(images[start : start + batch_size], np.float32))

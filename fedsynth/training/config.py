@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from fedsynth.training.device import DEVICES
+from fedsynth.training.device import DEVICES, PRECISIONS
 
 LR_SCHEDULES = ("constant", "linear", "cosine")
 
@@ -32,6 +32,8 @@ class TrainConfig:
         unit still adds one gradient of norm <= C (the sensitivity is unchanged).
     device: where the site trains (`fedsynth.training.device`): "auto" (an accelerator when
         torch sees one, else the CPU), "cpu", "cuda" or "mps".
+    precision: "fp32", or "bf16" (autocast: convolutions and matmuls in bfloat16, weights,
+        gradients, clipping and noise in fp32; `fedsynth.training.device.precision_context`).
     ema_decay: keep an exponential moving average of the generators' trained weights (0: off);
         the average is what a run reports and a site shares. Post-processing: no ε.
     """
@@ -47,6 +49,7 @@ class TrainConfig:
     augmentations: int = 1
     ema_decay: float = 0.0
     device: str = "auto"
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "betas", tuple(self.betas))
@@ -72,6 +75,10 @@ class TrainConfig:
             raise ValueError(f"train.ema-decay must be in [0, 1), got {self.ema_decay!r}")
         if self.device not in DEVICES:
             raise ValueError(f"TrainConfig.device must be one of {DEVICES}, got {self.device!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"TrainConfig.precision must be one of {PRECISIONS}, got {self.precision!r}"
+            )
         if not isinstance(self.seed, int):
             raise ValueError(f"TrainConfig.seed must be an int, got {self.seed!r}")
 

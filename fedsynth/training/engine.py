@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from fedsynth.data.slices import SiteData, SliceSet
-from fedsynth.models.base import PLAYERS, Partners, SynthesisModel
+from fedsynth.models.base import PLAYERS, Batch, Partners, SynthesisModel
 from fedsynth.privacy.accountant import PrivacyAccountant
 from fedsynth.privacy.budget import PrivacyBudget
 from fedsynth.privacy.config import PrivacyConfig
@@ -31,7 +31,7 @@ from fedsynth.privacy.sampling import UnitIndex, sample_rate
 from fedsynth.privacy.secret import dp_seed
 from fedsynth.training.augment import augment
 from fedsynth.training.config import TrainConfig
-from fedsynth.training.device import resolve_device
+from fedsynth.training.device import BF16_WITH_DP, precision_context, resolve_device
 from fedsynth.training.ema import start_ema, update_ema
 from fedsynth.training.state import LocalState
 
@@ -230,6 +230,8 @@ def _setup(
     secret_seed: int | None,
 ) -> tuple[_Session, LocalState]:
     """Restore (or start) the state and build what the steps share."""
+    if train_cfg.precision != "fp32" and privacy_cfg.enabled:
+        raise ValueError(BF16_WITH_DP)
     accountant = _accountant_for(state, privacy_cfg)
     device = resolve_device(train_cfg.device)
     model.to(device)
@@ -324,29 +326,44 @@ def _update(session: _Session, player: str, lr: float) -> None:
     images = _images(s.sets, rows, device)
     partners = _partners(s.sets, rows, s.model.config.modalities, device) if s.paired else None
     images, partners = _augmented(images, partners, views, s.generator)
-    batch = s.model.make_batch(images, s.generator, partners)
-    if rel is None:
-        grads, terms = batch_gradients(s.model, player, batch)
+    # A kind that never sees pairs keeps the two-argument `make_batch` of the model contract.
+    if partners is None:
+        batch = s.model.make_batch(images, s.generator)
     else:
-        grads, terms, norms = private_gradient(
-            s.model,
-            player,
-            batch,
-            max_grad_norm=rel.max_grad_norm,
-            noise_multiplier=rel.noise_multiplier,
-            expected_batch_size=rel.expected_batch,
-            generator=s.generator,
-            automatic=rel.automatic,
-            multiplicity=views,
-            secure_mode=rel.secure_mode,
-        )
+        batch = s.model.make_batch(images, s.generator, partners)
+    with precision_context(s.train_cfg.precision, device):
+        grads, terms, norms = _gradients(s, player, batch)
+    if rel is not None:
         s.accountant.step(player, rel.noise_multiplier, rel.sample_rate)
         s.sums[f"{player}/clip_fraction"] += float((norms > rel.max_grad_norm).sum())
         s.sums[f"{player}/grad_norm"] += float(norms.sum())
     _apply(s.optimizers[player], s.model.group_parameters(player), grads, lr, s.proximal)
     s.counts[player] += len(terms.get("loss", ()))
     for name, values in terms.items():
-        s.sums[f"{player}/{name}"] += float(values.sum())
+        s.sums[f"{player}/{name}"] += float(values.float().sum())
+
+
+def _gradients(
+    s: _Session, player: str, batch: Batch
+) -> tuple[dict, dict, torch.Tensor | None]:
+    """The player's update direction on `batch`: (gradients, per-sample terms, per-sample
+    gradient norms or None without DP)."""
+    rel = s.release
+    if rel is None:
+        grads, terms = batch_gradients(s.model, player, batch)
+        return grads, terms, None
+    return private_gradient(
+        s.model,
+        player,
+        batch,
+        max_grad_norm=rel.max_grad_norm,
+        noise_multiplier=rel.noise_multiplier,
+        expected_batch_size=rel.expected_batch,
+        generator=s.generator,
+        automatic=rel.automatic,
+        multiplicity=s.train_cfg.augmentations,
+        secure_mode=rel.secure_mode,
+    )
 
 
 def _finish(
