@@ -1,6 +1,7 @@
 """Flower's own entry, `flwr run .`, runs the measured recipe: pyproject.toml's app config is
-the demo's federated step (the packaged warm start, patient-level DP fine-tuning, ε ≤ 8), read
-the way Flower reads it, and an instruction carries no setting a site reads itself."""
+the demo's federated step (the packaged foundation model, patient-level DP fine-tuning,
+ε ≤ 8), read the way Flower reads it, and an instruction carries no setting a site reads
+itself."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from opacus.accountants import RDPAccountant
 
 from fedsynth.cli.demo import DEMO_SUBJECTS, demo_config
 from fedsynth.config import FedsynthConfig
-from fedsynth.pretrained import PHANTOM_WARM_START
+from fedsynth.pretrained import FOUNDATION
 from fedsynth.simulations.scenarios import flwr_app_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -49,7 +50,7 @@ def test_flwr_run_with_only_a_data_root_is_the_demo_s_federated_step(tmp_path: P
     assert t.init_checkpoint is not None and app.model.trainable == "norm-bias"
     from fedsynth.pretrained import checkpoint_path
 
-    assert checkpoint_path(t.init_checkpoint) == PHANTOM_WARM_START
+    assert checkpoint_path(t.init_checkpoint) == FOUNDATION
 
 
 def test_the_recipe_s_sigma_keeps_the_demo_s_hospitals_within_epsilon_8() -> None:

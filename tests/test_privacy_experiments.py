@@ -21,12 +21,13 @@ from fedsynth.client.state_dir import SiteStateDir
 from fedsynth.config import FedsynthConfig
 from fedsynth.data.phantom import PhantomConfig, generate_phantom
 from fedsynth.data.pipeline import prepare_sites
+from fedsynth.data.slices import SiteData, SliceSet
 from fedsynth.models import build_model
 from fedsynth.models.checkpoint import CheckpointError, save_checkpoint
 from fedsynth.privacy.accountant import PrivacyAccountant
 from fedsynth.privacy.calibrate import calibrate_sigma
 from fedsynth.server.run_dir import RunDirectory
-from fedsynth.simulations.sweep import Setting
+from fedsynth.simulations.sweep import Setting, max_sample_rate
 from fedsynth.training import train_local
 
 TINY_MODEL = [
@@ -67,6 +68,29 @@ def test_sweep_settings_and_sigma_calibration() -> None:
     accountant = PrivacyAccountant("rdp", "slice")
     assert accountant.epsilon(1e-5, both(sigma), 100) <= 8.0
     assert accountant.epsilon(1e-5, both(sigma - 0.02), 100) > 8.0
+
+
+def slices(modality: str, subjects: list[str], per_subject: int = 3) -> SliceSet:
+    n = len(subjects) * per_subject
+    return SliceSet(
+        modality,
+        np.zeros((n, 4, 4), np.float32),
+        np.ones((n, 4, 4), bool),
+        np.repeat(subjects, per_subject),
+        np.tile(np.arange(per_subject), len(subjects)),
+    )
+
+
+def test_sample_rate_of_sites_with_different_contrasts() -> None:
+    """A site that lacks a contrast counts the subjects it has: the rate is the batch over
+    the smallest site's subjects (hospB: 4 subjects over T1 and PD; hospA: 6)."""
+    flat = {"model.kind": "unified", "data.modalities": "T1,T2,PD,FLAIR"}
+    flat |= {"privacy.enabled": True, "privacy.unit": "subject", "train.batch-size": 2}
+    cfg = FedsynthConfig.from_flat(flat)
+    three = {m: slices(m, [f"a{m}{i}" for i in range(2)]) for m in ("T1", "T2", "FLAIR")}
+    two = {"T1": slices("T1", ["b0", "b1"]), "PD": slices("PD", ["b2", "b3"])}
+    sites = [SiteData("hospA", three), SiteData("hospB", two)]
+    assert max_sample_rate(cfg, sites) == pytest.approx(2 / 4)
 
 
 @pytest.fixture(scope="module")

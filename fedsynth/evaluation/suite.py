@@ -131,7 +131,7 @@ def evaluate_direction(
         pred = tgt.images
     elif model == SOURCE_AS_IS:
         pred = src.images
-    elif isinstance(model, SynthesisModel):
+    elif callable(getattr(model, "translate", None)):  # a model, or a baseline map
         pred = synthesise(model, src.images, source, target)
     else:
         raise ValueError(f"unknown row {model!r}: a model, {REAL_TARGET!r} or {SOURCE_AS_IS!r}")

@@ -84,10 +84,12 @@ def setting_key(cfg: FedsynthConfig) -> str:
 
 
 def max_sample_rate(cfg: FedsynthConfig, sites: list[SiteData]) -> float:
-    """The largest Poisson rate any site trains at (the smallest site spends ε fastest)."""
+    """The largest Poisson rate any site trains at (the smallest site spends ε fastest), over
+    the contrasts each site holds."""
     modalities = build_model(cfg.model).training_modalities
     units = min(
-        UnitIndex({m: s.train[m] for m in modalities}, cfg.privacy.unit).num_units for s in sites
+        UnitIndex({m: s.train[m] for m in modalities if m in s.train}, cfg.privacy.unit).num_units
+        for s in sites
     )
     return sample_rate(cfg.privacy, cfg.train.batch_size, units)
 
