@@ -152,7 +152,7 @@ class FedsynthConfig:
                 f"model.lambda-paired={self.model.lambda_paired} needs paired training data: "
                 f"data.pairing=paired (not {self.data.pairing!r})"
             )
-        if self.train.precision != "fp32" and self.privacy.enabled:
+        if self.train.precision == "bf16" and self.privacy.enabled:
             raise ValueError(BF16_WITH_DP)
         if self.model.lambda_paired > 0 and self.privacy.enabled and self.privacy.unit != "subject":
             raise ValueError(

@@ -108,3 +108,20 @@ def test_unknown_precision_and_bf16_with_dp_are_refused() -> None:
     dp = PrivacyConfig(noise_multiplier=1.0, max_grad_norm=1.0, noise_seed=3)
     with pytest.raises(ValueError, match="precision=bf16 is for training without DP"):
         train_local(build_model(tiny_config()), site(), TrainConfig(precision="bf16"), dp)
+
+
+@pytest.mark.parametrize("private", [False, True])
+def test_auto_precision_is_bf16_only_where_native_and_not_private(private: bool) -> None:
+    """The oracle asks torch's own oneDNN query; DP runs always stay fp32 (and are allowed)."""
+    native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    dtypes: set[torch.dtype] = set()
+    model = build_model(tiny_config())
+    model.G_AB.body[0].conv.register_forward_hook(lambda mod, args, out: dtypes.add(out.dtype))
+    privacy = (
+        PrivacyConfig(noise_multiplier=1.0, max_grad_norm=1.0, noise_seed=3)
+        if private
+        else PrivacyConfig(enabled=False)
+    )
+    FedsynthConfig.from_flat({"train.precision": "auto", "privacy.enabled": private})
+    train_local(model, site(), TrainConfig(steps=1, batch_size=4, precision="auto"), privacy)
+    assert dtypes == {torch.bfloat16 if native and not private else torch.float32}

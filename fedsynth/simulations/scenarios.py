@@ -44,8 +44,10 @@ UNIFIED_RECIPE: dict[str, object] = {
 # cohort has every contrast of a subject: the supervised term lifted the mean validation PSNR
 # by 1.7 dB in benchmarks/structure.py, where the MIND structure term did not help and is
 # left at 0), a generator EMA, and a long schedule trained once in the background on the
-# public phantom (data seed 1000: disjoint from every benchmark's), in bf16 autocast (1.6x
-# faster here, benchmarks/generators.py). Runs fine-tune it.
+# public phantom (data seed 1000: disjoint from every benchmark's), in bf16 autocast where the
+# CPU has it natively (1.6x faster on an AVX512-BF16 machine, benchmarks/generators.py; it
+# was trained so; an AVX2-only CPU emulates bf16 ~100x slower, so "auto" falls back to fp32).
+# Runs fine-tune it.
 FOUNDATION_RECIPE: dict[str, object] = {
     "model.kind": "unified",
     "data.modalities": "T1,T2,PD,FLAIR",
@@ -67,7 +69,7 @@ FOUNDATION_RECIPE: dict[str, object] = {
     "train.lr-schedule": "linear",
     "train.decay-start": 0.5,
     "train.ema-decay": 0.999,
-    "train.precision": "bf16",
+    "train.precision": "auto",
 }
 
 # DP-SGD that learns (issue 12): from a public warm start (`train.init-checkpoint`), train and

@@ -32,8 +32,9 @@ class TrainConfig:
         unit still adds one gradient of norm <= C (the sensitivity is unchanged).
     device: where the site trains (`fedsynth.training.device`): "auto" (an accelerator when
         torch sees one, else the CPU), "cpu", "cuda" or "mps".
-    precision: "fp32", or "bf16" (autocast: convolutions and matmuls in bfloat16, weights,
-        gradients, clipping and noise in fp32; `fedsynth.training.device.precision_context`).
+    precision: "fp32", "bf16" (autocast: convolutions and matmuls in bfloat16, weights,
+        gradients, clipping and noise in fp32; `fedsynth.training.device.precision_context`),
+        or "auto": bf16 where the device computes it natively and the run is not private.
     ema_decay: keep an exponential moving average of the generators' trained weights (0: off);
         the average is what a run reports and a site shares. Post-processing: no ε.
     """

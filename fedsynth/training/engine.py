@@ -31,7 +31,12 @@ from fedsynth.privacy.sampling import UnitIndex, sample_rate
 from fedsynth.privacy.secret import dp_seed
 from fedsynth.training.augment import augment
 from fedsynth.training.config import TrainConfig
-from fedsynth.training.device import BF16_WITH_DP, precision_context, resolve_device
+from fedsynth.training.device import (
+    BF16_WITH_DP,
+    precision_context,
+    resolve_device,
+    resolve_precision,
+)
 from fedsynth.training.ema import start_ema, update_ema
 from fedsynth.training.state import LocalState
 
@@ -214,6 +219,7 @@ class _Session:
     accountant: PrivacyAccountant | None
     release: Release | None
     proximal: Proximal | None
+    precision: str  # as resolved for this device: "fp32" or "bf16"
     ema: dict[str, torch.Tensor] | None = None
     sums: dict[str, float] = field(default_factory=dict)
     lr: float = 0.0  # the rate of the last step taken (what the metrics report)
@@ -230,10 +236,11 @@ def _setup(
     secret_seed: int | None,
 ) -> tuple[_Session, LocalState]:
     """Restore (or start) the state and build what the steps share."""
-    if train_cfg.precision != "fp32" and privacy_cfg.enabled:
+    if train_cfg.precision == "bf16" and privacy_cfg.enabled:
         raise ValueError(BF16_WITH_DP)
     accountant = _accountant_for(state, privacy_cfg)
     device = resolve_device(train_cfg.device)
+    precision = resolve_precision(train_cfg.precision, device, privacy_cfg.enabled)
     model.to(device)
     if proximal is not None:
         proximal = Proximal(proximal.mu, {k: v.to(device) for k, v in proximal.anchor.items()})
@@ -292,6 +299,7 @@ def _setup(
         accountant,
         release,
         proximal,
+        precision,
         ema,
         sums,
         lr=train_cfg.learning_rate(max(state.step - 1, 0)),
@@ -331,7 +339,7 @@ def _update(session: _Session, player: str, lr: float) -> None:
         batch = s.model.make_batch(images, s.generator)
     else:
         batch = s.model.make_batch(images, s.generator, partners)
-    with precision_context(s.train_cfg.precision, device):
+    with precision_context(s.precision, device):
         grads, terms, norms = _gradients(s, player, batch)
     if rel is not None:
         s.accountant.step(player, rel.noise_multiplier, rel.sample_rate)
