@@ -133,7 +133,7 @@ def test_run_completes_when_a_site_dies_mid_run(federation) -> None:
     quick = {"federation.fraction-evaluate": 0.0}  # one process per site per round
     # The timeout must cover a round of three sites on this busy 2-core machine; round 2 then
     # waits for it once, for the dead site, before going on.
-    run = fed.run(TINY | quick | {"federation.round-timeout": 50.0, "federation.min-nodes": 2})
+    run = fed.run(TINY | quick | {"federation.round-timeout": 90.0, "federation.min-nodes": 2})
     wait_for(lambda: fed.checkpoint(1).is_file(), 240, "round 1's checkpoint")
     stop(fed.procs["hospC"], signal.SIGKILL)
     _finish(run, fed)
@@ -231,8 +231,8 @@ def test_deploy_run_checks_the_whole_run_config_before_launching(
     assert main([*argv, "--set", "train.lrr=1"]) == 2
     assert "unknown config key 'train.lrr'" in capsys.readouterr().out
     assert launched == []
-    # 66 px needs downsamplings=1, which is the app's setting, not FedsynthConfig's default (2).
-    assert main([*argv, "--set", "data.preprocess.image-size=66"]) == 1
+    # FLAIR is one of the app's four contrasts, not of FedsynthConfig's default (T1, T2).
+    assert main([*argv, "--set", "model.target=FLAIR"]) == 1
     assert main([*argv, "--set", "federation.num-rounds=4"]) == 1
     assert len(launched) == 2 and "federation.num-rounds=4" in launched[1][-1]
     out = capsys.readouterr().out
