@@ -27,22 +27,18 @@ import math
 import tempfile
 from pathlib import Path
 
-import numpy as np
-from common import RESULTS, Stopwatch, training_benchmark_args, write_result
+from common import RESULTS, Stopwatch, phantom_segmenters, training_benchmark_args, write_result
 
 from fedsynth.config import FedsynthConfig
 from fedsynth.data.phantom import PhantomConfig, generate_phantom
 from fedsynth.data.pipeline import prepare_sites
 from fedsynth.data.slices import pool_sites
-from fedsynth.evaluation.labels import label_scheme
 from fedsynth.evaluation.outputs import band_figure, with_gaps
-from fedsynth.evaluation.segmentation import SegmenterConfig
 from fedsynth.evaluation.suite import (
     REAL_TARGET,
     SOURCE_AS_IS,
     direction_name,
     evaluate_rows,
-    train_segmenters,
 )
 from fedsynth.models.checkpoint import load_checkpoint
 from fedsynth.simulations.baselines import train_site
@@ -180,12 +176,8 @@ def main() -> None:
                 sites, cache = prepare_sites(cfg.data, progress=False)
                 pooled = pool_sites(sites)
             with timed(f"segmenter_{suffix}"):
-                train_labels = pooled.train[target].labels
-                assert train_labels is not None, "the phantom writes label maps"
-                values = set(np.unique(train_labels).tolist())
-                scheme = label_scheme(root / "phantom", cache.meta["layout"], values)
-                segmentation = train_segmenters(
-                    pooled.train, [target], scheme, SegmenterConfig(steps=seg_steps)
+                segmentation = phantom_segmenters(
+                    root / "phantom", cache.meta["layout"], pooled.train, [target], seg_steps
                 )
             models = {}
             if "centralized" in rows:

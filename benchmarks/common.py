@@ -124,3 +124,22 @@ class Stopwatch:
         yield
         self.seconds[name] = time.perf_counter() - start
         print(f"--- {name}: {self.seconds[name]:.0f} s", flush=True)
+
+
+def phantom_segmenters(root: Path, layout: str, train: dict, targets, steps: int):
+    """One MONAI segmenter per target contrast on the phantom's real labelled training slices
+    (`root`: the phantom's directory, `layout`: its cache's layout)."""
+    import numpy as np
+
+    from fedsynth.evaluation.labels import label_scheme
+    from fedsynth.evaluation.segmentation import SegmenterConfig
+    from fedsynth.evaluation.suite import train_segmenters
+
+    targets = list(targets)
+    values: set[int] = set()
+    for target in targets:
+        labels = train[target].labels
+        assert labels is not None, "the phantom writes label maps"
+        values |= set(np.unique(labels).tolist())
+    scheme = label_scheme(root, layout, values)
+    return train_segmenters(train, targets, scheme, SegmenterConfig(steps=steps))

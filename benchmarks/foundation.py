@@ -31,8 +31,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-import numpy as np
-from common import Stopwatch, training_benchmark_args, write_result
+from common import Stopwatch, phantom_segmenters, training_benchmark_args, write_result
 from unified import fit_linear
 
 from fedsynth.config import FedsynthConfig
@@ -40,15 +39,12 @@ from fedsynth.data.phantom import PHANTOM_MODALITIES, PhantomConfig, generate_ph
 from fedsynth.data.pipeline import prepare_sites
 from fedsynth.data.slices import SliceSet, pool_sites
 from fedsynth.data.splits import paired_training
-from fedsynth.evaluation.labels import label_scheme
-from fedsynth.evaluation.segmentation import SegmenterConfig
 from fedsynth.evaluation.suite import (
     REAL_TARGET,
     SOURCE_AS_IS,
     direction_name,
     evaluate_rows,
     served_directions,
-    train_segmenters,
 )
 from fedsynth.models.checkpoint import load_checkpoint
 from fedsynth.pretrained import FOUNDATION
@@ -133,11 +129,9 @@ def main() -> None:
         test = pooled.test
         mods = PHANTOM_MODALITIES
         with timed("segmenters"):
-            labels = pooled.train["FLAIR"].labels
-            assert labels is not None, "the phantom writes label maps"
-            scheme = label_scheme(root / "phantom", cache.meta["layout"], set(np.unique(labels)))
-            segmentation = train_segmenters(
-                pooled.train, CLINICAL, scheme, SegmenterConfig(steps=setup["segmenter_steps"])
+            segmentation = phantom_segmenters(
+                root / "phantom", cache.meta["layout"], pooled.train, CLINICAL,
+                setup["segmenter_steps"],
             )
         with timed("linear"):
             pairs = {

@@ -25,22 +25,18 @@ import statistics
 import tempfile
 from pathlib import Path
 
-import numpy as np
-from common import Stopwatch, training_benchmark_args, write_result
+from common import Stopwatch, phantom_segmenters, training_benchmark_args, write_result
 
 from fedsynth.config import FedsynthConfig
 from fedsynth.data.phantom import PhantomConfig, generate_phantom
 from fedsynth.data.pipeline import prepare_sites
 from fedsynth.data.slices import pool_sites
-from fedsynth.evaluation.labels import label_scheme
-from fedsynth.evaluation.segmentation import SegmenterConfig
 from fedsynth.evaluation.suite import (
     REAL_TARGET,
     SOURCE_AS_IS,
     direction_name,
     evaluate_rows,
     served_directions,
-    train_segmenters,
 )
 from fedsynth.simulations.baselines import train_site
 from fedsynth.simulations.scenarios import TINY_MODEL, UNIFIED_RECIPE
@@ -107,11 +103,9 @@ def main() -> None:
             sites, cache = prepare_sites(cfg.data, progress=False)
             pooled = pool_sites(sites)
         with timed("segmenters"):
-            labels = pooled.train["FLAIR"].labels
-            assert labels is not None, "the phantom writes label maps"
-            scheme = label_scheme(root / "public", cache.meta["layout"], set(np.unique(labels)))
-            segmentation = train_segmenters(
-                pooled.train, CLINICAL, scheme, SegmenterConfig(steps=setup["segmenter_steps"])
+            segmentation = phantom_segmenters(
+                root / "public", cache.meta["layout"], pooled.train, CLINICAL,
+                setup["segmenter_steps"],
             )
         models = {}
         for structure, paired in setup["rows"]:
