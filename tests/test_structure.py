@@ -17,7 +17,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("privacy",),
     ("training", "evaluation"),
     ("config",),
-    ("client", "server", "deploy"),
+    ("client", "server", "deploy", "export"),
     ("audit",),
     ("simulations",),
     ("cli",),

@@ -15,13 +15,22 @@ import logging  # noqa: E402
 from rich.logging import RichHandler  # noqa: E402
 from rich.markup import escape  # noqa: E402
 
-from fedsynth.cli import data, deploy, evaluate, pretrain, privacy, training, translate  # noqa: E402
+from fedsynth.cli import (  # noqa: E402
+    data,
+    deploy,
+    evaluate,
+    export,
+    pretrain,
+    privacy,
+    training,
+    translate,
+)
 from fedsynth.cli.common import console  # noqa: E402
 from fedsynth.data.layouts import DatasetError  # noqa: E402
 from fedsynth.models.checkpoint import CheckpointError  # noqa: E402
 from fedsynth.simulations.runtime import SimulationFailed  # noqa: E402
 
-COMMAND_GROUPS = (data, pretrain, training, evaluate, translate, deploy, privacy)
+COMMAND_GROUPS = (data, pretrain, training, evaluate, translate, export, deploy, privacy)
 """Each registers its subcommands with `add_parsers(sub)`."""
 USER_ERRORS = (
     DatasetError,

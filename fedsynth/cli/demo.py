@@ -32,6 +32,7 @@ from fedsynth.models.checkpoint import load_checkpoint
 from fedsynth.pretrained import FOUNDATION
 from fedsynth.server.report import federated_result
 from fedsynth.server.run_dir import RunDirectory
+from fedsynth.server.tensorboard import NOTICE
 from fedsynth.simulations.baselines import run_baselines
 from fedsynth.simulations.scenarios import DEMO_EPSILON, scenario_config
 from fedsynth.simulations.simulate import simulate
@@ -113,6 +114,7 @@ def run_demo(out: Path, seed: int = 0) -> int:
     )
     console.rule(f"3. Federated DP fine-tuning, patient-level, ε ≤ {DEMO_EPSILON:g} per site")
     cfg = demo_config(out, data_dir, seed)
+    console.print(f"watch it live in a browser: fedsynth view {cfg.federation.run_path}")
     sites, _ = prepare_sites(cfg.data)
     run = simulate(cfg)
     console.rule("4. Results on the private hospitals' held-out subjects")
@@ -132,5 +134,6 @@ def run_demo(out: Path, seed: int = 0) -> int:
         f"DP fine-tune vs zero-shot: {gain:+.2f} dB in-brain PSNR (σ={p.noise_multiplier:g}, "
         f"{p.clipping} clipping, unit={p.unit}) · report: {run.path / 'report.md'}"
     )
+    console.print(f"samples: {run.samples} — {NOTICE}")
     console.print(f"[green]demo finished[/] in {time.perf_counter() - start:.0f} s")
     return 0

@@ -21,9 +21,11 @@ import numpy as np
 import torch
 from rich.progress import Progress
 
+from fedsynth.data.config import PreprocessConfig
 from fedsynth.data.layouts import DatasetError, SubjectRecord, normalise_modality
-from fedsynth.data.preprocess import SlicePipeline, load_subject
+from fedsynth.data.preprocess import SlicePipeline, SubjectVolumes, load_subject
 from fedsynth.data.validation import Volume
+from fedsynth.models import SynthesisModel
 from fedsynth.models.checkpoint import CheckpointError, load_checkpoint
 
 
@@ -48,8 +50,10 @@ def translate_volume(
     batch_size: int = 16,
     progress: bool = True,
     mask_path: Path | None = None,
+    description: str | None = None,
 ) -> Path:
-    """Synthesise `target` from the volume at `source_path` and write it to `output`."""
+    """Synthesise `target` from the volume at `source_path` and write it to `output`;
+    `description` (at most 80 characters) replaces the header's description field."""
     source_path = Path(source_path)
     ckpt = load_checkpoint(checkpoint)
     model, pre = ckpt.model, ckpt.preprocess
@@ -57,13 +61,41 @@ def translate_volume(
         raise CheckpointError(
             f"{checkpoint}: trained on {pre.image_size}-px slices, not {image_size}-px"
         )
+    source, target = check_direction(checkpoint, model, source_path, target, source)
+    if description is not None and len(description.encode()) > 80:
+        raise ValueError(f"NIfTI description {description!r}: longer than 80 bytes")
+    subject, slices, box = source_slices(source_path, source, pre, mask_path)
+    out = np.empty_like(slices)
+    with torch.no_grad(), Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task(f"{source} → {target}", total=len(slices))
+        for start in range(0, len(slices), batch_size):
+            batch = torch.from_numpy(slices[start : start + batch_size])[:, None]
+            out[start : start + batch_size] = model.translate(batch, source, target)[:, 0].numpy()
+            bar.advance(task, len(batch))
+    synth = synthetic_volume(pre, out, subject.mask, box)
+    _write_like(subject.volumes[source], synth, Path(output), description)
+    return Path(output)
+
+
+def check_direction(
+    checkpoint: Path | str,
+    model: SynthesisModel,
+    source_path: Path | None,
+    target: str,
+    source: str | None = None,
+) -> tuple[str, str]:
+    """(source, target) normalised and served by `model`: the source from `source`, else
+    the file name, else the model's default for `target`; an error names what is wrong."""
     target = normalise_modality(target)
     mods = model.config.modalities
     if target not in mods:
         raise CheckpointError(
             f"{checkpoint}: cannot synthesise {target}; it knows {'/'.join(mods)}"
         )
-    source = normalise_modality(source, source_path) if source else infer_modality(source_path)
+    if source:
+        source = normalise_modality(source, source_path)
+    elif source_path is not None:
+        source = infer_modality(Path(source_path))
     if source is None:
         source = model.default_source(target)
     if source is None:
@@ -72,32 +104,45 @@ def translate_volume(
         raise CheckpointError(
             f"{checkpoint}: cannot translate {source} → {target} (knows {'/'.join(mods)})"
         )
+    return source, target
 
-    # The input is a one-volume subject: the same validation and preprocessing as training.
+
+def source_slices(
+    source_path: Path, source: str, pre: PreprocessConfig, mask_path: Path | None = None
+) -> tuple[SubjectVolumes, np.ndarray, tuple[slice, slice, slice]]:
+    """The input as a one-volume subject, validated and preprocessed as training data are:
+    (the subject, its (Z, size, size) slices in [-1, 1], the crop box to map them back)."""
+    source_path = Path(source_path)
     record = SubjectRecord(source_path.name, "", {source: source_path}, mask=mask_path)
     subject = load_subject(record, pre)
-    pipe = SlicePipeline(pre)
-    images, _, box = pipe.subject_slices(subject)
-    slices, volume = images[source], subject.volumes[source]
-    out = np.empty_like(slices)
-    with torch.no_grad(), Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task(f"{source} → {target}", total=len(slices))
-        for start in range(0, len(slices), batch_size):
-            batch = torch.from_numpy(slices[start : start + batch_size])[:, None]
-            out[start : start + batch_size] = model.translate(batch, source, target)[:, 0].numpy()
-            bar.advance(task, len(batch))
-    synth = np.zeros(volume.data.shape, np.float32)
-    synth[box] = (np.clip(pipe.to_volume(out, volume.data[box].shape), -1, 1) + 1) / 2
-    synth[~subject.mask] = 0.0
-    _write_like(volume, synth, Path(output))
-    return Path(output)
+    images, _, box = SlicePipeline(pre).subject_slices(subject)
+    return subject, images[source], box
 
 
-def _write_like(volume: Volume, ras_data: np.ndarray, output: Path) -> None:
+def synthetic_volume(
+    pre: PreprocessConfig,
+    slices: np.ndarray,
+    mask: np.ndarray,
+    box: tuple[slice, slice, slice],
+) -> np.ndarray:
+    """Synthetic (Z, size, size) slices in [-1, 1] -> the RAS volume of `mask`'s grid,
+    float32 in [0, 1], exactly 0 outside the foreground."""
+    synth = np.zeros(mask.shape, np.float32)
+    resized = SlicePipeline(pre).to_volume(slices, mask[box].shape)
+    synth[box] = (np.clip(resized, -1, 1) + 1) / 2
+    synth[~mask] = 0.0
+    return synth
+
+
+def _write_like(
+    volume: Volume, ras_data: np.ndarray, output: Path, description: str | None = None
+) -> None:
     """Undo the RAS reorientation and write with the input's affine and header, atomically."""
     original = volume.image
     header = original.header.copy()
     header.set_data_dtype(np.float32)
+    if description is not None:
+        header["descrip"] = description.encode()
     data = volume.to_stored(ras_data).astype(np.float32)
     img = nib.Nifti1Image(data, None, header=header)  # the affine is the header's own
     img.header.set_slope_inter(1.0, 0.0)

@@ -24,6 +24,7 @@ from fedsynth.evaluation.outputs import (  # noqa: E402
 from fedsynth.models import model_class  # noqa: E402
 from fedsynth.server.rounds import VALIDATION  # noqa: E402
 from fedsynth.server.run_dir import RunDirectory  # noqa: E402
+from fedsynth.server.tensorboard import BOARD_DIR, NOTICE  # noqa: E402
 
 BASELINES_FILE = "baselines.json"
 EVALUATION_DIR = "evaluation"  # written by `fedsynth evaluate RUN` (fedsynth.server.evaluation)
@@ -130,6 +131,7 @@ def write_report(run: RunDirectory, cfg: FedsynthConfig) -> Path:
             else "off"
         ),
         f"- rounds: {len(rows)} × {f.local_steps} local steps; images: {NORMALISATION}",
+        f"- live view: `fedsynth view {run.path}` (TensorBoard, events in `{BOARD_DIR}/`)",
         "",
     ]
     if not rows:
@@ -163,6 +165,8 @@ def write_report(run: RunDirectory, cfg: FedsynthConfig) -> Path:
         if samples:
             lines += [
                 "## Samples (last round)",
+                "",
+                f"**{NOTICE}.** Rows: real source, synthetic target, real target.",
                 "",
                 f"![samples]({samples[-1].relative_to(run.path)})",
                 "",

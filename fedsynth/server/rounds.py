@@ -22,6 +22,7 @@ from fedsynth.evaluation.metrics import SynthesisMetrics
 from fedsynth.evaluation.suite import served_directions
 from fedsynth.models import SynthesisModel
 from fedsynth.server.run_dir import RunDirectory
+from fedsynth.server.tensorboard import NOTICE, RoundBoard
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,10 @@ VALIDATION = "validation/"
 
 
 def server_evaluation(
-    model: SynthesisModel, sites: Sequence[SiteData], cfg: FedsynthConfig
+    model: SynthesisModel,
+    sites: Sequence[SiteData],
+    cfg: FedsynthConfig,
+    directions: dict[tuple[str, str, str], dict[str, float]] | None = None,
 ) -> dict[str, float]:
     """Global generators on every site's paired held-out test subjects, pooled per subject;
     and, where sites have validation subjects, the same on those (keys `validation/…`).
@@ -39,7 +43,9 @@ def server_evaluation(
     A CycleGAN is scored on its configured direction. A unified model is scored on every
     direction some site can score (both contrasts held out there): its headline keys are the
     mean over those directions — so the round chosen on validation is the best any-to-any
-    model, not the best T1 → T2 one — and `psnr_brain_SRC_TGT` keeps each direction."""
+    model, not the best T1 → T2 one — and `psnr_brain_SRC_TGT` keeps each direction.
+    `directions`, when given, receives every direction's full metrics by (part, source,
+    target), part "test" or "validation" (the live view's per-direction curves)."""
     out = {}
     for part, prefix in (("test", ""), ("validation", VALIDATION)):
         held = [getattr(s, part) for s in sites]
@@ -50,6 +56,8 @@ def server_evaluation(
                 if {source, target} <= set(sets):
                     evaluate_translation(model, sets, source, target, metrics)
             summaries[(source, target)] = metrics.aggregate()
+            if directions is not None:
+                directions[(part, source, target)] = summaries[(source, target)]
         if not summaries:
             continue
         keys = next(iter(summaries.values()))
@@ -133,12 +141,17 @@ class RoundRecorder:
         self.eval_sites, self.done = eval_sites, done
         self.digest = cfg.digest()
         self.started = time.perf_counter()
+        p = cfg.privacy
+        privacy = f"DP-SGD, δ={p.delta:g}, unit={p.unit}" if p.enabled else "DP off"
+        self.board = RoundBoard(run.path, done + 1, f"{NOTICE}. Privacy: {privacy}.")
+        self._directions: dict[tuple[str, str, str], dict[str, float]] = {}
 
     def server_metrics(self, shared: Mapping[str, np.ndarray]) -> dict[str, float]:
         """Load the aggregate into the server's model; evaluate it where the server has data."""
         self.model.load_state_dict(self.model.state_with(shared), strict=True)
+        self._directions = {}
         if self.eval_sites and self.cfg.federation.server_eval:
-            return server_evaluation(self.model, self.eval_sites, self.cfg)
+            return server_evaluation(self.model, self.eval_sites, self.cfg, self._directions)
         return {}
 
     def record(
@@ -162,9 +175,10 @@ class RoundRecorder:
             dict(shared),
             {"server": server},
         )
+        sample = None
         if self.eval_sites:
             m = self.cfg.model
-            save_sample_grid(
+            sample = save_sample_grid(
                 self.model,
                 self.eval_sites[0].test,
                 m.source,
@@ -180,5 +194,6 @@ class RoundRecorder:
             "timings": {**(timings or {}), "server_eval_seconds": evaluated, "end": time.time()},
         }
         self.run.append_metrics(row)
+        self.board.write(row, self._directions, sample)
         log.info("%s", round_line(row, self.cfg.federation.num_rounds))
         return server
