@@ -35,6 +35,7 @@ from fedsynth.cli import quiet_flower
 from fedsynth.config import FedsynthConfig
 from fedsynth.data.phantom import PhantomConfig, generate_phantom
 from fedsynth.data.pipeline import prepare_sites
+from fedsynth.models.checkpoint import load_checkpoint
 from fedsynth.pretrained import PHANTOM_WARM_START
 from fedsynth.simulations.baselines import run_baselines
 from fedsynth.simulations.pretrain import pretrain, public_phantom
@@ -86,6 +87,14 @@ def warm_start(work: Path, quick: bool, base: FedsynthConfig) -> Path:
     return pretrain(cfg.evolve(data={"root": root}), work / "pretrain", "phantom", False)
 
 
+def warm_scaling(quick: bool) -> dict[str, object]:
+    """The packaged CycleGAN warm start's intensity scaling (it predates the median scaling:
+    percentile), which every run that fine-tunes it must use; --quick's own follows the run."""
+    if quick:
+        return {}
+    return {"data.preprocess.scaling": load_checkpoint(PHANTOM_WARM_START).preprocess.scaling}
+
+
 CANDIDATES: dict[str, dict[str, dict]] = {
     "recipe": {},
     "all_weights": {"model": {"trainable": "all"}},
@@ -121,6 +130,7 @@ def select_recipe(work: Path, quick: bool) -> dict[str, float]:
         "phantom-3site",
         (QUICK_MODEL if quick else {})
         | PRIVATE_FINETUNE
+        | warm_scaling(quick)
         | {
             "data.root": str(root),
             "data.cache-dir": str(work / "cache"),
@@ -174,7 +184,7 @@ def main() -> None:
         write_result("private_finetune_selection", figures, args.out)
         return
     try:
-        flat = (QUICK_MODEL if args.quick else {}) | {
+        flat = (QUICK_MODEL if args.quick else {}) | warm_scaling(args.quick) | {
             "data.root": str(private_phantom(work / "private", size["subjects"])),
             "data.cache-dir": str(work / "cache"),
             "data.preprocess.image-size": size["size"],

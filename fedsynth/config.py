@@ -18,7 +18,7 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fedsynth.data.config import DataConfig, PreprocessConfig
 from fedsynth.flat import Scalar, build, flatten
@@ -26,6 +26,9 @@ from fedsynth.models.config import ModelConfig
 from fedsynth.privacy.config import PrivacyConfig
 from fedsynth.training.config import TrainConfig
 from fedsynth.training.device import BF16_WITH_DP
+
+if TYPE_CHECKING:
+    from fedsynth.models import SynthesisModel
 
 SHARE = ("generators", "all")
 STRATEGIES = ("fedavg", "fedprox", "fedadam", "median", "trimmed-mean")
@@ -199,6 +202,14 @@ class FedsynthConfig:
             for name, fields in sections.items()
         }
         return dataclasses.replace(self, **changed)
+
+    def initial_model(self, seed: int | None = None) -> SynthesisModel:
+        """The model this run starts from: random weights from `seed` (default `train.seed`),
+        or the warm start `train.init-checkpoint`, checked against the run's preprocessing."""
+        from fedsynth.models.warm_start import initial_model
+
+        seed = self.train.seed if seed is None else seed
+        return initial_model(self.model, seed, self.train.init_checkpoint, self.data.preprocess)
 
     def digest(self) -> str:
         """Short hash of every setting: names a configuration in checkpoints and caches."""

@@ -72,7 +72,7 @@ def _parse(value: Any, kind: Any, key: str) -> Any:
         args = typing.get_args(kind)
     try:
         if typing.get_origin(kind) is tuple:
-            items = value.split(",") if isinstance(value, str) else list(value)
+            items = [v for v in value.split(",") if v.strip()] if isinstance(value, str) else value
             return tuple(
                 _parse(v.strip() if isinstance(v, str) else v, args[0], key) for v in items
             )

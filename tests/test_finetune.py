@@ -8,12 +8,20 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 from synthetic_slices import site, tiny_config
 
 from fedsynth.config import FedsynthConfig
+from fedsynth.data.config import PreprocessConfig
 from fedsynth.models import build_model
 from fedsynth.models.card import read_model_card
-from fedsynth.models.checkpoint import CheckpointError, read_header, save_checkpoint
+from fedsynth.models.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    read_header,
+    save_checkpoint,
+)
 from fedsynth.models.warm_start import initial_model
 from fedsynth.privacy import PrivacyConfig
 from fedsynth.privacy.per_sample import batch_gradients, per_sample_gradients
@@ -86,6 +94,29 @@ def test_architecture_mismatched_checkpoint_is_a_clear_error(tmp_path: Path) -> 
     # Loss weights and the trainable subset are the fine-tuning run's own.
     loose = tiny_config(base_channels=4, lambda_cycle=1.0, trainable="norm-bias")
     assert initial_model(loose, 1, path).config.trainable == "norm-bias"
+
+
+def test_warm_start_on_another_intensity_scale_is_refused(tmp_path: Path) -> None:
+    """A model trained on percentile-scaled slices reads median-scaled ones as another
+    contrast: a fine-tune must not start from it silently; the same scale is accepted."""
+    percentile = PreprocessConfig(scaling="percentile")
+    path = save_checkpoint(tmp_path / "p.safetensors", build_model(tiny_config()), percentile)
+    with pytest.raises(CheckpointError, match="data.preprocess.scaling: 'percentile' vs 'median'"):
+        initial_model(tiny_config(), 0, path, PreprocessConfig())
+    assert initial_model(tiny_config(), 0, path, percentile).config == tiny_config()
+
+
+def test_checkpoint_from_before_scaling_existed_loads_as_percentile(tmp_path: Path) -> None:
+    path = save_checkpoint(
+        tmp_path / "old.safetensors", build_model(tiny_config()), PreprocessConfig()
+    )
+    with safe_open(str(path), "pt") as f:
+        header, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    flat = json.loads(header["config"])
+    del flat["data.preprocess.scaling"], flat["data.preprocess.median-span"]
+    header["config"] = json.dumps(flat)
+    save_file(tensors, str(path), metadata=header)
+    assert load_checkpoint(path).preprocess.scaling == "percentile"
 
 
 def test_model_card_is_written(tiny_bids: Path, tmp_path: Path) -> None:

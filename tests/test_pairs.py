@@ -5,6 +5,7 @@ and the settings that would break it are refused."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -56,8 +57,8 @@ def paired_site(modalities=("T1", "T2", "PD")) -> SiteData:
 def test_partners_are_the_same_rows_in_every_modality_and_zero_where_missing() -> None:
     data = paired_site(("T1", "PD"))
     rows = {"T1": np.array([0, 3, 5]), "PD": np.array([1, 2])}
-    partners = _partners(data.train, rows, ("T1", "T2", "PD"), torch.device("cpu"))
-    assert partners.available.tolist() == [True, False, True]
+    partners = _partners(data.train, rows, tiny_config("unified"), torch.device("cpu"))
+    assert partners.available.tolist() == [True, False, True] and partners.weights is None
     for m, r in rows.items():
         got = partners.images[m]
         assert got.shape == (len(r), 3, SIZE, SIZE)
@@ -70,7 +71,7 @@ def test_augmentation_moves_an_image_and_its_partners_together() -> None:
     data = paired_site()
     rows = {"T2": np.array([0, 1, 2, 3])}
     images = {"T2": torch.from_numpy(data.train["T2"].images[rows["T2"]])[:, None]}
-    partners = _partners(data.train, rows, ("T1", "T2", "PD"), torch.device("cpu"))
+    partners = _partners(data.train, rows, tiny_config("unified"), torch.device("cpu"))
     views, moved = _augmented(images, partners, 3, torch.Generator().manual_seed(0))
     assert views["T2"].shape == (12, 1, SIZE, SIZE)
     # the partner plane of the image's own contrast is the image, view by view
@@ -100,6 +101,81 @@ def test_paired_term_is_the_l1_to_the_real_target_of_the_same_slice(kind: str) -
         t = int(targets[i])
         expected = (fakes[i, 0] - planes[i, t]).abs().mean() if available[t] else 0.0
         torch.testing.assert_close(terms["paired"][i], torch.as_tensor(expected))
+
+
+LESION = (4, 5)
+
+
+def labelled_paired_site() -> SiteData:
+    """A paired site whose label maps hold a lesion (labels 4, 5) in a corner of each slice."""
+    data = paired_site()
+    labels = np.full((8, SIZE, SIZE), 3, np.uint8)
+    labels[:, 2:9, 3:12] = 4
+    labels[:, 4:6, 5:7] = 5
+    train = {m: dataclasses.replace(s, labels=labels) for m, s in data.train.items()}
+    return SiteData(data.site, train, paired=True)
+
+
+def test_lesion_weights_are_one_plus_lambda_on_lesion_pixels_and_follow_augmentation() -> None:
+    data = labelled_paired_site()
+    cfg = tiny_config("unified", lambda_paired=1.0, lambda_lesion=9.0, lesion_labels=LESION)
+    rows = {"T2": np.array([0, 1, 2, 3])}
+    partners = _partners(data.train, rows, cfg, torch.device("cpu"))
+    lesion = np.isin(data.train["T2"].labels[rows["T2"]], LESION)  # the oracle: the label map
+    np.testing.assert_array_equal(partners.weights["T2"][:, 0].numpy(), np.where(lesion, 10, 1))
+    assert partners.images["T2"].shape == (4, 3, SIZE, SIZE)  # the weights are not a contrast
+    # Mark the lesion in the T2 plane: after augmentation the weights must still sit on it.
+    partners.images["T2"][:, 1] = torch.from_numpy(np.where(lesion, 1.0, 0.0))
+    images = {"T2": torch.zeros(4, 1, SIZE, SIZE)}
+    _, moved = _augmented(images, partners, 3, torch.Generator().manual_seed(2))
+    on_lesion = moved.images["T2"][:, 1] == 1.0
+    assert moved.weights["T2"].shape == (12, 1, SIZE, SIZE)
+    torch.testing.assert_close(moved.weights["T2"][:, 0], torch.where(on_lesion, 10.0, 1.0))
+
+
+def test_weighted_paired_term_is_the_weighted_mean_of_absolute_errors() -> None:
+    model = build_model(tiny_config("unified", lambda_paired=1.0, lambda_lesion=4.0,
+                                    lesion_labels=LESION))  # fmt: skip
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(2, 1, SIZE, SIZE, generator=g) * 2 - 1
+    planes = torch.rand(2, 3, SIZE, SIZE, generator=g) * 2 - 1
+    weight = torch.ones(2, 1, SIZE, SIZE)
+    weight[0, 0, :5, :7] = 5.0
+    partners = Partners({"T1": planes}, torch.tensor([True, True, True]), {"T1": weight})
+    batch = model.make_batch({"T1": x}, torch.Generator().manual_seed(0), partners)
+    stream, tensors = next(iter(batch.items()))
+    with torch.no_grad():
+        terms = model(stream, "generators", tensors)
+        fakes = model.generate(x, tensors["target"], torch.zeros(2, dtype=torch.long))
+    for i in range(2):  # the oracle: a loop over pixels of one sample
+        t, total = int(tensors["target"][i]), 0.0
+        for r in range(SIZE):
+            for c in range(SIZE):
+                error = float(fakes[i, 0, r, c] - planes[i, t, r, c])
+                total += float(weight[i, 0, r, c]) * abs(error)
+        expected = torch.tensor(total / SIZE**2)
+        torch.testing.assert_close(terms["paired"][i], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_lesion_weighting_needs_labels_and_a_paired_term() -> None:
+    with pytest.raises(ValueError, match="needs lambda_paired > 0 and lesion_labels"):
+        tiny_config("unified", lambda_lesion=1.0, lesion_labels=LESION)
+    with pytest.raises(ValueError, match="needs lambda_paired > 0 and lesion_labels"):
+        tiny_config("unified", lambda_paired=1.0, lambda_lesion=1.0)
+    cfg = tiny_config("unified", lambda_paired=1.0, lambda_lesion=1.0, lesion_labels=LESION)
+    with pytest.raises(ValueError, match="needs label maps, and the T1 training slices have none"):
+        train_local(build_model(cfg), paired_site(), TrainConfig(steps=1, batch_size=2),
+                    PrivacyConfig(enabled=False))  # fmt: skip
+    flat = FedsynthConfig.from_flat({"model.lesion-labels": "4,5"}).model.lesion_labels
+    assert flat == LESION and FedsynthConfig().model.lesion_labels == ()
+
+
+def test_a_lesion_weighted_private_step_trains() -> None:
+    cfg = tiny_config("unified", lambda_paired=10.0, lambda_lesion=5.0, lesion_labels=LESION)
+    dp = PrivacyConfig(noise_multiplier=1.0, max_grad_norm=1.0, unit="subject", noise_seed=3)
+    metrics, _ = train_local(build_model(cfg), labelled_paired_site(),
+                             TrainConfig(steps=2, batch_size=2, augmentations=2), dp)  # fmt: skip
+    assert np.isfinite(metrics["generators/paired"]) and metrics["generators/paired"] > 0
 
 
 def test_paired_training_needs_paired_data_and_subject_level_dp() -> None:

@@ -41,6 +41,36 @@ def test_slices_are_scaled_sized_and_paired(tmp_path: Path) -> None:
     assert subj.mask.mean(axis=(1, 2)).min() >= CFG.min_foreground
 
 
+def _brain_with_lesion(lesion_share: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A 'FLAIR' brain: grey matter 60, white matter 50, CSF 10 (±2 noise), and a lesion at
+    140 filling `lesion_share` of the brain; returns the volume, its brain mask, the WM mask."""
+    rng = np.random.default_rng(5)
+    n = 20_000
+    tissue = rng.choice([60.0, 50.0, 10.0], size=n, p=[0.5, 0.4, 0.1])
+    tissue[: int(lesion_share * n)] = 140.0
+    vol = (tissue + rng.normal(0, 2, n)).astype(np.float32).reshape(20, 25, 40)
+    return vol, np.ones(vol.shape, bool), (tissue == 50.0).reshape(vol.shape)
+
+
+def test_median_scaling_keeps_normal_tissue_in_place_whatever_the_lesion_load() -> None:
+    """Oracle: the formula written out with numpy. Under the median scaling white matter
+    lands at the same value with a lesion filling 0 % or 4 % of the brain; under the
+    percentile scaling the lesion pulls the 99.5th percentile and moves white matter."""
+    wm_level = {}
+    for scaling in ("median", "percentile"):
+        pipe = SlicePipeline(PreprocessConfig(scaling=scaling))
+        for share in (0.0, 0.04):
+            vol, mask, wm = _brain_with_lesion(share)
+            out = pipe.scale(vol, mask, Path("flair.nii.gz"))
+            wm_level[scaling, share] = float(out[wm].mean())
+            if scaling == "median":
+                lo, med = np.percentile(vol[mask], [0.5, 50])
+                want = np.clip(-1 + 2 * (vol - lo) / (5.0 * (med - lo)), -1, 1)
+                np.testing.assert_allclose(out, want, atol=1e-5)
+    assert abs(wm_level["median", 0.0] - wm_level["median", 0.04]) < 0.02
+    assert abs(wm_level["percentile", 0.0] - wm_level["percentile", 0.04]) > 0.5
+
+
 def test_reorients_to_ras(tmp_path: Path) -> None:
     vol = head(np.random.default_rng(2), 1.0)
     flipped = np.diag([-2.0, 2.0, 2.0, 1.0])

@@ -30,7 +30,6 @@ from fedsynth.config import FedsynthConfig
 from fedsynth.data.slices import SiteData, SliceSet
 from fedsynth.models import SynthesisModel
 from fedsynth.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from fedsynth.models.warm_start import initial_model
 from fedsynth.training import train_local
 
 log = logging.getLogger(__name__)
@@ -146,7 +145,7 @@ def reference_models(
         except CheckpointError:
             pass
         data = sets.fold_data(fold, site)
-        model = initial_model(cfg.model, cfg.train.seed + fold + 1, cfg.train.init_checkpoint)
+        model = cfg.initial_model(cfg.train.seed + fold + 1)
         empty = [m for m in model.training_modalities if len(data.train.get(m, ())) == 0]
         if empty:
             raise ValueError(

@@ -28,7 +28,15 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         )
         cfg = cfg.evolve(data={"root": Path(root)})
     command = shlex.join(["fedsynth", *sys.argv[1:]])
-    path = pretrain(cfg, args.out, source, command=command, resume=args.resume, until=args.until)
+    path = pretrain(
+        cfg,
+        args.out,
+        source,
+        command=command,
+        resume=args.resume,
+        until=args.until,
+        continue_from=args.continue_from,
+    )
     console.print(f"[green]public warm start[/]: {path} (model card: {card_paths(path)[1]})")
     console.print(f"fine-tune from it with --set train.init-checkpoint={path}")
     return 0
@@ -75,6 +83,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=None,
         help="write the checkpoint at this step of the schedule and stop (resume later)",
+    )
+    p.add_argument(
+        "--continue-from",
+        default=None,
+        help="start from this checkpoint (or packaged model name) of the same architecture, "
+        "also onto new preprocessing; the card counts its steps too",
     )
     add_config_args(p)
     p.set_defaults(func=cmd_pretrain)

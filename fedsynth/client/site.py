@@ -24,7 +24,6 @@ from fedsynth.client.state_dir import SiteStateDir
 from fedsynth.config import FedsynthConfig
 from fedsynth.data.pipeline import prepare_sites
 from fedsynth.data.slices import SiteData
-from fedsynth.models.warm_start import initial_model
 from fedsynth.training import SHAREABLE_METRICS, LocalState, train_local
 from fedsynth.training.engine import Proximal
 
@@ -86,7 +85,7 @@ class Site:
     def __init__(self, cfg: FedsynthConfig, identity: SiteIdentity, data: SiteData) -> None:
         self.cfg, self.identity, self.data = cfg, identity, data
         self.engine_seconds = 0.0
-        self.model = initial_model(cfg.model, cfg.train.seed, cfg.train.init_checkpoint)
+        self.model = cfg.initial_model()
         identity.state.load_model(self.model)
         fed = cfg.federation
         self.shared_keys = self.model.shared_keys(fed.shared_groups, fed.keep_norm_local)

@@ -9,6 +9,7 @@ from fedsynth.data.layouts import LAYOUTS, normalise_modality
 
 PARTITIONS = ("by-site", "iid", "dirichlet")
 PAIRINGS = ("unpaired", "paired")
+SCALINGS = ("median", "percentile")
 BACKGROUND = -1.0
 """The value of every preprocessed voxel outside the foreground (the bottom of [-1, 1])."""
 
@@ -17,9 +18,18 @@ BACKGROUND = -1.0
 class PreprocessConfig:
     """Volume → slices. Every field is part of the slice-cache key.
 
-    Intensities: per volume, the `lower_percentile`..`upper_percentile` range of the voxels
-    inside the foreground mask maps linearly to [-1, 1] (clipped); voxels outside the mask
-    are set to BACKGROUND (-1). Slices: axial (RAS z), cropped in-plane to the foreground
+    Intensities, per volume, linearly to [-1, 1] (clipped) from the voxels inside the
+    foreground mask; voxels outside it are BACKGROUND (-1). `scaling`:
+    - "median" (default): the `lower_percentile` maps to -1 and lower + `median_span` ×
+      (median − lower) to +1, so the median sits at -1 + 2 / median_span. Normal tissue lands
+      at the same value whatever the lesion load: a lesion is normal tissue's median only if
+      it fills half the brain.
+    - "percentile": `lower_percentile`..`upper_percentile` to [-1, 1]. A bright lesion that
+      fills a few % of the brain pulls the upper percentile onto itself, which moves every
+      normal tissue (measured on the phantom: FLAIR white matter at +0.7 without a lesion,
+      -0.1 with one), so a model cannot tell from the source how bright a normal FLAIR is.
+      Checkpoints written before `scaling` existed load as "percentile".
+    Slices: axial (RAS z), cropped in-plane to the foreground
     bounding box plus `crop_margin` voxels, kept when at least `min_foreground` of the slice
     is foreground, padded to square and resized to `image_size` × `image_size`.
     """
@@ -27,6 +37,8 @@ class PreprocessConfig:
     image_size: int = 64
     lower_percentile: float = 0.5
     upper_percentile: float = 99.5
+    scaling: str = "median"
+    median_span: float = 5.0
     min_foreground: float = 0.05
     # Without a mask file, foreground = voxels above floor + this fraction of (99th percentile
     # − floor), floor = the volume's minimum (its background: 0, or negative for signed data).
@@ -42,6 +54,10 @@ class PreprocessConfig:
                 f"percentiles ({self.lower_percentile}, {self.upper_percentile}): "
                 "expected 0 <= lower < upper <= 100"
             )
+        if self.scaling not in SCALINGS:
+            raise ValueError(f"scaling={self.scaling!r}: expected one of {SCALINGS}")
+        if not self.median_span > 1:
+            raise ValueError(f"median_span={self.median_span}: expected > 1")
         if not 0 <= self.min_foreground < 1:
             raise ValueError(f"min_foreground={self.min_foreground}: expected 0 <= x < 1")
         if not 0 < self.foreground_threshold < 1:

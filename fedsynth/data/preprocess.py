@@ -7,7 +7,8 @@
    to the brain and everything outside it is background), or else the union of each
    volume's thresholded foreground (the head, scalp and skull included; the threshold is
    relative to the volume's background floor: signed data work);
-4. percentile scaling of the foreground to [-1, 1], background -1;
+4. intensity scaling of the foreground to [-1, 1] anchored on its median (robust to lesion
+   load; `PreprocessConfig.scaling`), background -1;
 5. crop in-plane to the foreground's bounding box (plus a margin);
 6. axial slices with enough foreground, padded to square and resized; the subject's label
    map (if any) the same way (majority label per pixel), 0 outside the foreground.
@@ -159,24 +160,23 @@ class SlicePipeline:
         return np.asarray(vol[x0 : x0 + shape[0], y0 : y0 + shape[1]], dtype=np.float32)
 
     def scale(self, volume: np.ndarray, mask: np.ndarray, path: Path) -> np.ndarray:
-        """Foreground percentiles → [-1, 1], clipped; background -1."""
+        """Foreground intensities → [-1, 1] by `cfg.scaling`, clipped; background -1."""
+        from monai.transforms import ScaleIntensityRange
+
         fg = volume[mask]
-        lo, hi = np.percentile(fg, [self.cfg.lower_percentile, self.cfg.upper_percentile])
+        c = self.cfg
+        if c.scaling == "median":
+            lo, median = np.percentile(fg, [c.lower_percentile, 50.0])
+            hi = lo + c.median_span * (median - lo)
+        else:
+            lo, hi = np.percentile(fg, [c.lower_percentile, c.upper_percentile])
         if not hi > lo:
             raise DatasetError(f"{path}: no intensity range inside the foreground ({lo:g})")
-        from monai.transforms import ScaleIntensityRangePercentiles
-
-        scaler = ScaleIntensityRangePercentiles(
-            lower=self.cfg.lower_percentile,
-            upper=self.cfg.upper_percentile,
-            b_min=-1.0,
-            b_max=1.0,
-            clip=True,
+        scaler = ScaleIntensityRange(
+            a_min=float(lo), a_max=float(hi), b_min=-1.0, b_max=1.0, clip=True
         )
-        # MONAI takes percentiles over the whole array: give it the foreground only.
-        scaled = np.asarray(scaler(torch.from_numpy(fg)), dtype=np.float32)
         out = np.full(volume.shape, BACKGROUND, dtype=np.float32)
-        out[mask] = scaled
+        out[mask] = np.asarray(scaler(torch.from_numpy(fg)), dtype=np.float32)
         return out
 
     def subject_slices(

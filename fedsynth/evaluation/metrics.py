@@ -26,7 +26,8 @@ DATA_RANGE = 2.0
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
 NORMALISATION = (
-    "per-volume percentile scaling (0.5–99.5th of the foreground) to [-1, 1], data range 2"
+    "per-volume scaling of the foreground to [-1, 1] (data.preprocess.scaling; by default "
+    "0.5th percentile → -1, median → -0.6), data range 2"
 )
 METRICS = ("psnr", "ssim", "mae", "nmae")
 REGIONS = ("whole", "brain")

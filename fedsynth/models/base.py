@@ -43,10 +43,13 @@ class Partners:
     images: modality of the sampled image -> (n, K, H, W), channel j the model's modality j
         (zeros where the site has none); the same rows as the sampled images.
     available: (K,) bool, which of the model's modalities the site has.
+    weights: modality of the sampled image -> (n, 1, H, W) per-pixel weights of the paired
+        L1 (1, or 1 + lambda_lesion on lesion pixels: `ModelConfig.lambda_lesion`), or None.
     """
 
     images: dict[str, Tensor]
     available: Tensor
+    weights: dict[str, Tensor] | None = None
 
 
 def keep_background(source: Tensor, output: Tensor) -> Tensor:
@@ -90,11 +93,15 @@ class SynthesisModel(nn.Module, abc.ABC):
 
     def paired_term(self, stream: Stream, fake: Tensor, target: Tensor) -> Tensor:
         """Per-sample L1 between `fake` and the real image of modality index `target` (n,) of
-        the same subject and slice, 0 where the site has no such image."""
+        the same subject and slice, 0 where the site has no such image; each pixel weighted
+        by the stream's `partner_weight` when it has one (lesion pixels)."""
         k = self.config.num_modalities
         weights = (target[:, None] == torch.arange(k, device=target.device)).to(fake.dtype)
         real = (stream["partner"] * weights[:, :, None, None]).sum(dim=1, keepdim=True)
         available = (stream["partner_available"] * weights).sum(dim=1)
+        pixel = stream.get("partner_weight")
+        if pixel is not None:
+            fake, real = pixel * fake, pixel * real  # mean of pixel · |fake − real| (pixel ≥ 0)
         return available * l1_loss(fake, real)
 
     def with_partners(
@@ -106,7 +113,10 @@ class SynthesisModel(nn.Module, abc.ABC):
             return stream
         images = torch.cat([partners.images[m] for m in modalities])
         available = partners.available.to(images.dtype).expand(len(images), -1)
-        return {**stream, "partner": images, "partner_available": available}
+        out = {**stream, "partner": images, "partner_available": available}
+        if partners.weights is not None:
+            out["partner_weight"] = torch.cat([partners.weights[m] for m in modalities])
+        return out
 
     @abc.abstractmethod
     def loss_terms(self, player: str) -> tuple[str, ...]:

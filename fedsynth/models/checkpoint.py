@@ -24,6 +24,8 @@ FORMAT = "fedsynth-checkpoint/2"
 loads."""
 FORMATS = ("fedsynth-checkpoint/1", FORMAT)
 MODEL, PREPROCESS = "model.", "data.preprocess."
+LEGACY_PREPROCESS = {"scaling": "percentile"}
+"""What a checkpoint means by leaving a preprocessing field out: it predates the field."""
 
 
 class CheckpointError(ValueError):
@@ -99,8 +101,8 @@ def header_configs(header: dict[str, str], path: Path) -> tuple[ModelConfig, Pre
     """The model and preprocessing configs of checkpoint `path`'s header, in either format."""
     if header["format"] == "fedsynth-checkpoint/1":
         model = ModelConfig(**json.loads(header["model"]))
-        return model, PreprocessConfig(**json.loads(header["preprocess"]))
-    flat = json.loads(header["config"])
+        return model, PreprocessConfig(**LEGACY_PREPROCESS, **json.loads(header["preprocess"]))
+    flat = {PREPROCESS + k: v for k, v in LEGACY_PREPROCESS.items()} | json.loads(header["config"])
     model, preprocess = build(ModelConfig, flat, MODEL), build(PreprocessConfig, flat, PREPROCESS)
     if flat:
         raise CheckpointError(f"{path}: unknown keys in the checkpoint's config {sorted(flat)}")

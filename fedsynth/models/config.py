@@ -58,6 +58,12 @@ class ModelConfig:
     lambda_paired: weight of the supervised L1 between each synthetic image and the real
         image of the same subject and slice in the target contrast, where the data has it
         (needs data.pairing=paired); 0 skips it.
+    lambda_lesion, lesion_labels: inside the paired L1, a pixel whose label map value is one
+        of `lesion_labels` counts (1 + lambda_lesion) times. A lesion fills ~1 % of a brain's
+        pixels and, on T1, looks like grey matter next to CSF; unweighted, the L1 optimum
+        paints it as normal tissue (measured: synthetic FLAIR oedema at 0.9 x the brain
+        median against 2.0 on the real FLAIR). Needs label maps on the training slices, so
+        it is for public pretraining data; per pixel of one sample, so DP holds. 0: off.
     trainable: what both players train (and, in a federation, what leaves a site): "all"
         weights, or "norm-bias" — only normalisation affines and biases (parameter-efficient
         private fine-tuning of a warm start: per-sample gradients and DP noise over ~2 % of
@@ -82,10 +88,13 @@ class ModelConfig:
     lambda_rec: float = 10.0
     lambda_structure: float = 0.0
     lambda_paired: float = 0.0
+    lambda_lesion: float = 0.0
+    lesion_labels: tuple[int, ...] = ()
     trainable: str = "all"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "modalities", tuple(self.modalities))
+        object.__setattr__(self, "lesion_labels", tuple(int(v) for v in self.lesion_labels))
         if self.trainable not in TRAINABLE:
             raise ValueError(
                 f"ModelConfig.trainable must be one of {TRAINABLE}, got {self.trainable!r}"
@@ -135,10 +144,17 @@ class ModelConfig:
             "lambda_rec",
             "lambda_structure",
             "lambda_paired",
+            "lambda_lesion",
         ):
             value = getattr(self, name)
             if not value >= 0:
                 raise ValueError(f"ModelConfig.{name} must be >= 0, got {value!r}")
+        if self.lambda_lesion > 0 and not (self.lesion_labels and self.lambda_paired > 0):
+            raise ValueError(
+                f"ModelConfig.lambda_lesion={self.lambda_lesion} weights the paired term's "
+                "lesion pixels: it needs lambda_paired > 0 and lesion_labels (label values), "
+                f"got lambda_paired={self.lambda_paired}, lesion_labels={self.lesion_labels}"
+            )
 
     @property
     def num_modalities(self) -> int:

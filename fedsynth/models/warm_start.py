@@ -2,7 +2,8 @@
 
 DP-SGD from scratch does not learn at hospital data sizes (docs/architecture.md §4); fine-tuning a
 model pretrained on public data does. Only the architecture has to agree: loss weights and
-`trainable` are the fine-tuning run's own.
+`trainable` are the fine-tuning run's own; so must the intensity scaling, since a model
+trained on one [-1, 1] scale reads another as a different contrast.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from safetensors.torch import load_file
 
+from fedsynth.data.config import PreprocessConfig
 from fedsynth.models import ModelConfig, SynthesisModel, build_model
 from fedsynth.models.checkpoint import CheckpointError, header_configs, read_header
 from fedsynth.models.config import ARCHITECTURE
@@ -31,14 +33,37 @@ def _architecture(config: ModelConfig) -> str:
     return json.dumps({name: getattr(config, name) for name in ARCHITECTURE})
 
 
-def load_warm_start(model: SynthesisModel, path: Path) -> dict:
+SCALING_FIELDS = ("scaling", "lower_percentile", "upper_percentile", "median_span")
+
+
+def scaling_differences(saved: PreprocessConfig, ours: PreprocessConfig) -> dict[str, tuple]:
+    """Intensity-scaling field -> (checkpoint's value, this run's value), for every field that
+    disagrees and matters under the checkpoint's scaling."""
+    unused = "median_span" if saved.scaling == "percentile" else "upper_percentile"
+    return {
+        name: (getattr(saved, name), getattr(ours, name))
+        for name in SCALING_FIELDS
+        if name != unused and getattr(saved, name) != getattr(ours, name)
+    }
+
+
+def load_warm_start(
+    model: SynthesisModel, path: Path, preprocess: PreprocessConfig | None = None
+) -> dict:
     """Load the weights of checkpoint `path` into `model`; returns the checkpoint's meta.
 
-    A checkpoint of another architecture is a CheckpointError naming both model configs and
-    every field that differs.
+    A checkpoint of another architecture, or (given the run's `preprocess`) trained on
+    another intensity scale, is a CheckpointError naming every field that differs.
     """
     header = read_header(path)
-    saved, _ = header_configs(header, path)
+    saved, saved_pre = header_configs(header, path)
+    scale = scaling_differences(saved_pre, preprocess) if preprocess is not None else {}
+    if scale:
+        fields = ", ".join(f"data.preprocess.{k}: {a!r} vs {b!r}" for k, (a, b) in scale.items())
+        raise CheckpointError(
+            f"train.init-checkpoint={path} was trained on other intensities than this run's "
+            f"({fields}); set the checkpoint's values with --set"
+        )
     diff = architecture_differences(saved, model.config)
     if diff:
         fields = ", ".join(f"{k}: {a!r} vs {b!r}" for k, (a, b) in diff.items())
@@ -51,12 +76,18 @@ def load_warm_start(model: SynthesisModel, path: Path) -> dict:
     return json.loads(header["meta"])
 
 
-def initial_model(config: ModelConfig, seed: int, init_checkpoint: Path | None) -> SynthesisModel:
-    """The model a run starts from: random weights from `seed`, or the warm start."""
+def initial_model(
+    config: ModelConfig,
+    seed: int,
+    init_checkpoint: Path | None,
+    preprocess: PreprocessConfig | None = None,
+) -> SynthesisModel:
+    """The model a run starts from: random weights from `seed`, or the warm start (checked
+    against the run's `preprocess` when given)."""
     model = build_model(config, seed=seed)
     if init_checkpoint is not None:
-        load_warm_start(model, checkpoint_path(init_checkpoint))
+        load_warm_start(model, checkpoint_path(init_checkpoint), preprocess)
     return model
 
 
-__all__ = ["architecture_differences", "initial_model", "load_warm_start"]
+__all__ = ["architecture_differences", "initial_model", "load_warm_start", "scaling_differences"]

@@ -26,7 +26,6 @@ from fedsynth.data.slices import SiteData
 from fedsynth.instruction import round_config
 from fedsynth.models import SynthesisModel
 from fedsynth.models.checkpoint import CheckpointError, load_checkpoint
-from fedsynth.models.warm_start import initial_model
 from fedsynth.server.report import write_report
 from fedsynth.server.rounds import RoundRecorder, site_rows
 from fedsynth.server.run_dir import RunDirectory
@@ -61,7 +60,7 @@ def _start_point(cfg: FedsynthConfig) -> tuple[RunDirectory, SynthesisModel, int
     run = RunDirectory(fed.run_path)
     if fed.resume_from is None:
         run.create(cfg)
-        model = initial_model(cfg.model, cfg.train.seed, cfg.train.init_checkpoint)
+        model = cfg.initial_model()
         return run, model, 0
     saved = run.config()
     if saved.model != cfg.model:
@@ -105,6 +104,8 @@ def run_federation(
     except Exception as err:  # `flwr run` exits 0 even when the ServerApp raised
         run.set_status("failed", f"{type(err).__name__}: {err}")
         raise
+    finally:
+        recorder.board.close()
     run.set_status("complete")
     log.info("run complete: %s (report: %s)", run.path, report)
     return run

@@ -19,7 +19,6 @@ from fedsynth.evaluation.evaluate import evaluate_translation, save_sample_grid
 from fedsynth.evaluation.metrics import SynthesisMetrics
 from fedsynth.models import SynthesisModel
 from fedsynth.models.checkpoint import save_checkpoint
-from fedsynth.models.warm_start import initial_model
 from fedsynth.training import LocalState, train_local
 from fedsynth.training.ema import load_ema
 from fedsynth.training.resume import ResumePoint
@@ -36,15 +35,17 @@ def train_site(
     chunk: int = 10,
     resume: ResumePoint | None = None,
     until: int | None = None,
+    start: SynthesisModel | None = None,
 ) -> tuple[SynthesisModel, dict[str, float]]:
     """Train a model for the whole run (`cfg.train.steps`) on one site's data, from random
-    weights or `train.init-checkpoint`; with `train.ema-decay` the result is the average.
+    weights, `train.init-checkpoint` or the given `start` model (trained in place); with
+    `train.ema-decay` the result is the average.
 
     `progress` draws a progress bar on the terminal (the CLI asks for it); otherwise the
     start and end of training are logged. With `resume` (training without DP), the run starts
     from the resume point's step when it has one and saves it every `chunk` steps; `until`
     stops at that step of the run's schedule (a long run in several sittings)."""
-    model = initial_model(cfg.model, cfg.train.seed, cfg.train.init_checkpoint)
+    model = cfg.initial_model() if start is None else start
     state: LocalState | None = resume.load(model) if resume is not None else None
     end = cfg.train.steps if until is None else min(until, cfg.train.steps)
     metrics: dict[str, float] = {}
@@ -109,7 +110,7 @@ def run_baselines(
     if "public-only" in modes:
         if cfg.train.init_checkpoint is None:
             raise ValueError("the public-only baseline needs train.init-checkpoint")
-        start = initial_model(cfg.model, cfg.train.seed, cfg.train.init_checkpoint)
+        start = cfg.initial_model()
         public = SynthesisMetrics()
         for site in sites:
             evaluate_translation(start, site.test, src, tgt, public)

@@ -26,7 +26,9 @@ from fedsynth.evaluation.evaluate import evaluate_translation
 from fedsynth.evaluation.suite import served_directions
 from fedsynth.models import SynthesisModel
 from fedsynth.models.card import OVERLAP_WARNING, write_model_card
-from fedsynth.models.checkpoint import save_checkpoint
+from fedsynth.models.checkpoint import load_checkpoint, save_checkpoint
+from fedsynth.models.warm_start import initial_model
+from fedsynth.pretrained import checkpoint_path
 from fedsynth.simulations.baselines import train_site
 from fedsynth.training.resume import ResumePoint, run_key
 
@@ -120,6 +122,7 @@ def pretrain(
     command: str = "",
     resume: Path | None = None,
     until: int | None = None,
+    continue_from: Path | str | None = None,
 ) -> Path:
     """Train `cfg`'s model on the public data at `cfg.data.root` (all sites pooled, no DP);
     write OUT/model.safetensors and its model card; return the checkpoint path.
@@ -127,7 +130,10 @@ def pretrain(
     `source` names the data in the card ("phantom" for the domain-randomised phantom);
     `command` is the command line that reproduces it. With `resume`, training continues
     from that resume point and saves it as it goes (a long run survives being killed);
-    `until` writes the checkpoint at that step of the schedule (the card says which)."""
+    `until` writes the checkpoint at that step of the schedule (the card says which).
+    `continue_from` (a checkpoint of this architecture, or a packaged model's name) starts
+    from its weights whatever preprocessing it was trained with — how a public model moves
+    to a new intensity scale — and the card counts its steps with this run's."""
     if cfg.data.root is None:
         raise ValueError("pretrain needs public data: data.root (or the phantom)")
     if source != "phantom":
@@ -136,8 +142,20 @@ def pretrain(
     sites, _ = prepare_sites(cfg.data, progress=progress)
     pooled = pool_sites(sites, "public")
     point = ResumePoint(resume, run_key(cfg.to_flat())) if resume is not None else None
+    start, lineage = None, {}
+    if continue_from is not None:
+        path = checkpoint_path(continue_from)
+        start = initial_model(cfg.model, cfg.train.seed, path)
+        before = load_checkpoint(path)
+        trained = before.meta.get("model_card", {}).get("training", {})
+        lineage = {
+            "checkpoint": str(continue_from),
+            "steps": int(trained.get("steps", 0)),
+            "scaling": before.preprocess.scaling,
+            "command": trained.get("command", "unknown"),
+        }
     model, _ = train_site(
-        cfg, pooled, "pretrain (public data)", progress, chunk=25, resume=point, until=until
+        cfg, pooled, "pretrain (public data)", progress, 25, point, until, start
     )
     steps = cfg.train.steps if until is None else min(until, cfg.train.steps)
     m = cfg.model
@@ -147,13 +165,15 @@ def pretrain(
         "data": _data_card(cfg, sites, source),
         "training": {
             "mode": "centralized on the pooled public sites, no DP",
-            "steps": steps,
+            "steps": steps + lineage.get("steps", 0),
+            "steps_this_run": steps,
             "planned_steps": cfg.train.steps,
             "batch_size": cfg.train.batch_size,
             "lr": cfg.train.lr,
             "seed": cfg.train.seed,
             "config_digest": cfg.digest(),
             "command": command,
+            **({"continued_from": lineage} if lineage else {}),
         },
         "privacy": {
             "private_data_used": False,

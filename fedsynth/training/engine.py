@@ -22,6 +22,7 @@ import torch
 
 from fedsynth.data.slices import SiteData, SliceSet
 from fedsynth.models.base import PLAYERS, Batch, Partners, SynthesisModel
+from fedsynth.models.config import ModelConfig
 from fedsynth.privacy.accountant import PrivacyAccountant
 from fedsynth.privacy.budget import PrivacyBudget
 from fedsynth.privacy.config import PrivacyConfig
@@ -118,15 +119,38 @@ def _images(
     }
 
 
+def _lesion_weights(
+    sets: Mapping[str, SliceSet], rows: Mapping[str, np.ndarray], cfg: ModelConfig
+) -> dict[str, np.ndarray] | None:
+    """(n, 1, H, W) paired-L1 weights of the sampled rows: 1 + lambda_lesion on pixels whose
+    label is a lesion label, 1 elsewhere; None when the model does not weight lesions."""
+    if cfg.lambda_lesion <= 0:
+        return None
+    out = {}
+    for m, r in rows.items():
+        labels = sets[m].labels
+        if labels is None:
+            raise ValueError(
+                f"model.lambda-lesion={cfg.lambda_lesion} needs label maps, and the {m} "
+                "training slices have none (a dataset with _dseg / seg files)"
+            )
+        lesion = np.isin(np.asarray(labels[r]), cfg.lesion_labels)
+        out[m] = (1.0 + cfg.lambda_lesion * lesion.astype(np.float32))[:, None]
+    return out
+
+
 def _partners(
     sets: Mapping[str, SliceSet],
     rows: Mapping[str, np.ndarray],
-    modalities: tuple[str, ...],
+    cfg: ModelConfig,
     device: torch.device,
 ) -> Partners:
     """Paired data: each sampled row's slice in every one of the model's modalities (row-
-    aligned sets, so the same row index), zeros for a modality the site does not have."""
+    aligned sets, so the same row index), zeros for a modality the site does not have; with
+    `lambda_lesion`, the sampled rows' lesion weights as one more channel of the partners."""
+    modalities = cfg.modalities
     available = torch.tensor([m in sets for m in modalities], device=device)
+    weights = _lesion_weights(sets, rows, cfg)
     images = {}
     for m, r in rows.items():
         shape = (len(r), *sets[m].images.shape[1:])
@@ -136,8 +160,17 @@ def _partners(
             else np.zeros(shape, np.float32)
             for t in modalities
         ]
+        if weights is not None:
+            planes.append(weights[m][:, 0])
         images[m] = torch.from_numpy(np.stack(planes, axis=1)).to(device)
-    return Partners(images, available)
+    if weights is None:
+        return Partners(images, available)
+    k = len(modalities)
+    return Partners(
+        {m: x[:, :k] for m, x in images.items()},
+        available,
+        {m: x[:, k:] for m, x in images.items()},
+    )
 
 
 def _augmented(
@@ -146,17 +179,23 @@ def _augmented(
     views: int,
     generator: torch.Generator,
 ) -> tuple[dict[str, torch.Tensor], Partners | None]:
-    """`augment` the sampled images and their partners under one geometry per view."""
+    """`augment` the sampled images, their partners and lesion weights under one geometry
+    per view (weights shifted in from outside the slice, -1, are 1 again)."""
     if partners is None:
         return augment(images, views, generator), None
-    joint = augment(
-        {m: torch.cat([x, partners.images[m]], dim=1) for m, x in images.items()},
-        views,
-        generator,
-    )
+    weights = partners.weights
+    channels = {
+        m: [x, partners.images[m], *([weights[m]] if weights is not None else [])]
+        for m, x in images.items()
+    }
+    joint = augment({m: torch.cat(c, dim=1) for m, c in channels.items()}, views, generator)
+    k = next(iter(partners.images.values())).shape[1]
+    moved = None
+    if weights is not None:
+        moved = {m: x[:, 1 + k :].clamp(min=1.0) for m, x in joint.items()}
     return (
         {m: x[:, :1] for m, x in joint.items()},
-        Partners({m: x[:, 1:] for m, x in joint.items()}, partners.available),
+        Partners({m: x[:, 1 : 1 + k] for m, x in joint.items()}, partners.available, moved),
     )
 
 
@@ -332,7 +371,7 @@ def _update(session: _Session, player: str, lr: float) -> None:
     else:
         rows = s.index.poisson(rel.sample_rate, s.generator)
     images = _images(s.sets, rows, device)
-    partners = _partners(s.sets, rows, s.model.config.modalities, device) if s.paired else None
+    partners = _partners(s.sets, rows, s.model.config, device) if s.paired else None
     images, partners = _augmented(images, partners, views, s.generator)
     # A kind that never sees pairs keeps the two-argument `make_batch` of the model contract.
     if partners is None:
