@@ -147,7 +147,7 @@ def _partners(
 ) -> Partners:
     """Paired data: each sampled row's slice in every one of the model's modalities (row-
     aligned sets, so the same row index), zeros for a modality the site does not have; with
-    `lambda_lesion`, the sampled rows' lesion weights as one more channel of the partners."""
+    `lambda_lesion`, the sampled rows' lesion weights (n, 1, H, W)."""
     modalities = cfg.modalities
     available = torch.tensor([m in sets for m in modalities], device=device)
     weights = _lesion_weights(sets, rows, cfg)
@@ -160,17 +160,11 @@ def _partners(
             else np.zeros(shape, np.float32)
             for t in modalities
         ]
-        if weights is not None:
-            planes.append(weights[m][:, 0])
         images[m] = torch.from_numpy(np.stack(planes, axis=1)).to(device)
     if weights is None:
         return Partners(images, available)
-    k = len(modalities)
-    return Partners(
-        {m: x[:, :k] for m, x in images.items()},
-        available,
-        {m: x[:, k:] for m, x in images.items()},
-    )
+    moved = {m: torch.from_numpy(w).to(device) for m, w in weights.items()}
+    return Partners(images, available, moved)
 
 
 def _augmented(
