@@ -119,10 +119,8 @@ def test_checkpoint_from_before_scaling_existed_loads_as_percentile(tmp_path: Pa
     assert load_checkpoint(path).preprocess.scaling == "percentile"
 
 
-def test_model_card_is_written(tiny_bids: Path, tmp_path: Path) -> None:
-    from fedsynth.simulations.pretrain import pretrain
-
-    cfg = FedsynthConfig.from_flat(
+def _pretrain_config(tiny_bids: Path, tmp_path: Path) -> FedsynthConfig:
+    return FedsynthConfig.from_flat(
         {
             "data.root": str(tiny_bids),
             "data.cache-dir": str(tmp_path / "cache"),
@@ -136,7 +134,12 @@ def test_model_card_is_written(tiny_bids: Path, tmp_path: Path) -> None:
             "privacy.enabled": True,
         }
     )
-    path = pretrain(cfg, tmp_path / "pre", progress=False)
+
+
+def test_model_card_is_written(tiny_bids: Path, tmp_path: Path) -> None:
+    from fedsynth.simulations.pretrain import pretrain
+
+    path = pretrain(_pretrain_config(tiny_bids, tmp_path), tmp_path / "pre", progress=False)
     card = read_model_card(path)
     assert card["privacy"]["private_data_used"] is False and card["privacy"]["epsilon"] == 0.0
     assert card["training"]["steps"] == 2 and card["data"]["training_subjects"] > 0
@@ -154,3 +157,30 @@ def test_subject_level_sampling_charges_a_whole_patient_as_one_unit() -> None:
     _, state = train_local(model, data, TRAIN, DP, steps=1)
     assert state.accountant.state_dict()["players"]["generators"][0][1] == 0.5
     assert state.accountant.unit == "subject"
+
+
+def test_continuation_starts_from_the_weights_and_keeps_the_whole_lineage(
+    tiny_bids: Path, tmp_path: Path
+) -> None:
+    """`pretrain --continue-from`: at a negligible lr the weights stay the parent's (it
+    started from them: a fresh start of the same run lands far away); the card counts
+    every step and keeps each ancestor's command, a continuation of a continuation too."""
+    from fedsynth.simulations.pretrain import pretrain
+
+    cfg = _pretrain_config(tiny_bids, tmp_path)
+    first = pretrain(cfg, tmp_path / "a", progress=False, command="run-a")
+    frozen = cfg.evolve(train={"lr": 1e-12, "steps": 3})
+    second = pretrain(frozen, tmp_path / "b", progress=False, command="run-b", continue_from=first)
+    third = pretrain(frozen, tmp_path / "c", progress=False, command="run-c", continue_from=second)
+    fresh = pretrain(cfg.evolve(train={"seed": 5}), tmp_path / "d", progress=False)
+    parent, child, other = (
+        load_checkpoint(p).model.state_dict() for p in (first, third, fresh)
+    )
+    assert parent.keys() == child.keys()
+    assert max((parent[k] - child[k]).abs().max().item() for k in parent) < 1e-8
+    assert max((parent[k] - other[k]).abs().max().item() for k in parent) > 1e-2
+    training = read_model_card(third)["training"]
+    assert (training["steps"], training["steps_this_run"]) == (2 + 3 + 3, 3)
+    assert training["continued_from"]["command"] == "run-b"
+    assert training["continued_from"]["continued_from"]["command"] == "run-a"
+    assert "continued_from" not in training["continued_from"]["continued_from"]

@@ -153,6 +153,8 @@ def pretrain(
             "steps": int(trained.get("steps", 0)),
             "scaling": before.preprocess.scaling,
             "command": trained.get("command", "unknown"),
+            # a continuation of a continuation keeps the whole chain back to the first run
+            **({"continued_from": trained["continued_from"]} if "continued_from" in trained else {}),
         }
     model, _ = train_site(
         cfg, pooled, "pretrain (public data)", progress, 25, point, until, start
