@@ -154,7 +154,7 @@ def pretrain(
             "scaling": before.preprocess.scaling,
             "command": trained.get("command", "unknown"),
             # a continuation of a continuation keeps the whole chain back to the first run
-            **({"continued_from": trained["continued_from"]} if "continued_from" in trained else {}),
+            **{k: v for k, v in trained.items() if k == "continued_from"},
         }
     model, _ = train_site(
         cfg, pooled, "pretrain (public data)", progress, 25, point, until, start
