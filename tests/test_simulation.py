@@ -12,12 +12,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import write_tiny_dataset
 
 
 def test_simulate_two_sites_two_rounds(tmp_path: Path) -> None:
     data = write_tiny_dataset(tmp_path / "data", sites=("hospA", "hospB"), n=4)
     run = tmp_path / "run"
+    # An earlier, complete run in the same directory (re-running `make demo`): its files must
+    # not pass for this run's, nor its status hide a run that never started.
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.json").write_text("{}")
+    (run / "status.json").write_text('{"status": "complete", "reason": ""}')
+    (run / "metrics.jsonl").write_text('{"round": 5}\n')
+    (run / "checkpoints" / "round-0005.safetensors").write_bytes(b"old")
     cmd = [
         sys.executable, "-m", "fedsynth.cli", "simulate", "--scenario", "phantom-3site",
         "--data", str(data), "--size", "32", "--out", str(run), "--baselines",
@@ -34,6 +42,8 @@ def test_simulate_two_sites_two_rounds(tmp_path: Path) -> None:
     assert {s: v["train_status"] for s, v in rows[-1]["sites"].items()} == {
         "hospA": "accepted", "hospB": "accepted"}
     assert (run / "checkpoints" / "round-0002.safetensors").is_file()
+    assert not (run / "checkpoints" / "round-0005.safetensors").exists()
+    assert "round 1/2" in done.stdout
     report = (run / "report.md").read_text()
     for method in ("federated", "centralized", "local", "source-as-is"):
         assert f"| {method} |" in report
@@ -47,3 +57,15 @@ def test_simulate_two_sites_two_rounds(tmp_path: Path) -> None:
     port = int(re.search(r"runtime on 127\.0\.0\.1:(\d+)", shown).group(1))
     with socket.socket() as sock:
         assert sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_a_fresh_run_never_deletes_a_directory_that_is_not_a_run(tmp_path: Path) -> None:
+    from fedsynth.server.run_dir import RunDirectory
+
+    precious = tmp_path / "results"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("keep me")
+    with pytest.raises(FileExistsError, match="not a fedsynth run directory"):
+        RunDirectory(precious).discard_previous()
+    assert (precious / "thesis.tex").read_text() == "keep me"
+    RunDirectory(tmp_path / "new").discard_previous()  # nothing there: nothing to do

@@ -16,7 +16,9 @@ round never touches a good checkpoint; resume picks the newest round whose files
 from __future__ import annotations
 
 import json
+import logging
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ from fedsynth.models import SynthesisModel
 from fedsynth.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 _ROUND = re.compile(r"^round-(\d{4,})\.safetensors$")
+log = logging.getLogger(__name__)
 
 
 def _atomic_text(path: Path, text: str) -> None:
@@ -42,6 +45,22 @@ class RunDirectory:
         self.samples = self.path / "samples"
         self.figures = self.path / "figures"
         self.metrics_file = self.path / "metrics.jsonl"
+
+    def discard_previous(self) -> None:
+        """Before a fresh (not resumed) run: remove an earlier run in this directory, whose
+        checkpoints, metrics, status and site state would otherwise pass for this run's.
+        A non-empty directory that is not a run directory is refused, never deleted."""
+        if not self.path.exists() or not any(self.path.iterdir()):
+            return
+        if not (self.path / "config.json").is_file():
+            raise FileExistsError(
+                f"{self.path}: not empty and not a fedsynth run directory (no config.json); "
+                "choose another federation.run-dir"
+            )
+        log.warning(
+            "%s: replacing the previous run there (status %s)", self.path, self.status()["status"]
+        )
+        shutil.rmtree(self.path)
 
     def create(self, cfg: FedsynthConfig) -> None:
         for d in (self.path, self.checkpoints, self.samples, self.figures):

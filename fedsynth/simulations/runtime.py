@@ -165,6 +165,8 @@ def run_simulation(
     finishes; returns the run directory, or raises SimulationFailed."""
     fed = cfg.federation
     run = RunDirectory(fed.run_dir if fed.resume_from is None else fed.resume_from)
+    if fed.resume_from is None:
+        run.discard_previous()
     root = run.path / FLOWER_DIR
     app = write_app(root / "app", cfg)
     shown = run.last_round()  # a resumed run continues after its last checkpoint
