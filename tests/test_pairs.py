@@ -15,6 +15,7 @@ from synthetic_slices import SIZE, site, tiny_config
 
 from fedsynth.config import FedsynthConfig
 from fedsynth.data.config import DataConfig, PreprocessConfig
+from fedsynth.data.pairs import PartnerIndex
 from fedsynth.data.pipeline import prepare_sites
 from fedsynth.data.slices import SiteData
 from fedsynth.models import build_model
@@ -57,8 +58,12 @@ def paired_site(modalities=("T1", "T2", "PD")) -> SiteData:
 def test_partners_are_the_same_rows_in_every_modality_and_zero_where_missing() -> None:
     data = paired_site(("T1", "PD"))
     rows = {"T1": np.array([0, 3, 5]), "PD": np.array([1, 2])}
-    partners = _partners(data.train, rows, tiny_config("unified"), torch.device("cpu"))
-    assert partners.available.tolist() == [True, False, True] and partners.weights is None
+    partners = _partners(
+        data.train, rows, tiny_config("unified"), torch.device("cpu"), PartnerIndex(data.train)
+    )
+    assert partners.weights is None
+    for m, r in rows.items():
+        assert partners.available[m].tolist() == [[True, False, True]] * len(r)
     for m, r in rows.items():
         got = partners.images[m]
         assert got.shape == (len(r), 3, SIZE, SIZE)
@@ -71,7 +76,9 @@ def test_augmentation_moves_an_image_and_its_partners_together() -> None:
     data = paired_site()
     rows = {"T2": np.array([0, 1, 2, 3])}
     images = {"T2": torch.from_numpy(data.train["T2"].images[rows["T2"]])[:, None]}
-    partners = _partners(data.train, rows, tiny_config("unified"), torch.device("cpu"))
+    partners = _partners(
+        data.train, rows, tiny_config("unified"), torch.device("cpu"), PartnerIndex(data.train)
+    )
     views, moved = _augmented(images, partners, 3, torch.Generator().manual_seed(0))
     assert views["T2"].shape == (12, 1, SIZE, SIZE)
     # the partner plane of the image's own contrast is the image, view by view
@@ -89,7 +96,7 @@ def test_paired_term_is_the_l1_to_the_real_target_of_the_same_slice(kind: str) -
     x = torch.rand(4, 1, SIZE, SIZE, generator=g) * 2 - 1
     planes = torch.rand(4, len(mods), SIZE, SIZE, generator=g) * 2 - 1
     available = torch.tensor([True] * (len(mods) - 1) + [False])
-    partners = Partners({"T1": planes}, available)
+    partners = Partners({"T1": planes}, {"T1": available.expand(4, -1)})
     batch = model.make_batch({"T1": x}, torch.Generator().manual_seed(0), partners)
     stream, tensors = next(iter(batch.items()))
     with torch.no_grad():
@@ -120,7 +127,7 @@ def test_lesion_weights_are_one_plus_lambda_on_lesion_pixels_and_follow_augmenta
     data = labelled_paired_site()
     cfg = tiny_config("unified", lambda_paired=1.0, lambda_lesion=9.0, lesion_labels=LESION)
     rows = {"T2": np.array([0, 1, 2, 3])}
-    partners = _partners(data.train, rows, cfg, torch.device("cpu"))
+    partners = _partners(data.train, rows, cfg, torch.device("cpu"), PartnerIndex(data.train))
     lesion = np.isin(data.train["T2"].labels[rows["T2"]], LESION)  # the oracle: the label map
     np.testing.assert_array_equal(partners.weights["T2"][:, 0].numpy(), np.where(lesion, 10, 1))
     assert partners.images["T2"].shape == (4, 3, SIZE, SIZE)  # the weights are not a contrast
@@ -141,7 +148,7 @@ def test_weighted_paired_term_is_the_weighted_mean_of_absolute_errors() -> None:
     planes = torch.rand(2, 3, SIZE, SIZE, generator=g) * 2 - 1
     weight = torch.ones(2, 1, SIZE, SIZE)
     weight[0, 0, :5, :7] = 5.0
-    partners = Partners({"T1": planes}, torch.tensor([True, True, True]), {"T1": weight})
+    partners = Partners({"T1": planes}, {"T1": torch.ones(2, 3, dtype=torch.bool)}, {"T1": weight})
     batch = model.make_batch({"T1": x}, torch.Generator().manual_seed(0), partners)
     stream, tensors = next(iter(batch.items()))
     with torch.no_grad():
