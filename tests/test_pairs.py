@@ -1,7 +1,9 @@
-"""Paired public data (`data.pairing=paired`): training subjects give every contrast, row-
-aligned; each sampled image carries its partners through augmentation; the supervised term
-is the per-sample L1 to the real target of the same slice (a loop over samples is the oracle);
-and the settings that would break it are refused."""
+"""Paired data (`data.pairing=paired`): training subjects give every contrast they have, and
+a partly paired site keeps its pairs together (partners found by subject and position) and its
+single-contrast subjects unpaired, with subject-level splits; each sampled image carries its
+partners through augmentation; the supervised term is the per-sample L1 to the real target of
+the same slice (a loop over samples is the oracle); and the settings that would break it are
+refused."""
 
 from __future__ import annotations
 
@@ -208,3 +210,69 @@ def test_a_private_paired_step_clips_per_subject_and_trains() -> None:
     metrics, _ = train_local(model, paired_site(), TrainConfig(steps=2, batch_size=2), dp)
     assert np.isfinite(metrics["generators/paired"]) and metrics["generators/paired"] > 0
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.fixture(scope="module")
+def partly_paired(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """Two sites of 6 subjects: 2 held out, 2 with T1 and T2 (misaligned), 2 with one."""
+    from fedsynth.data.phantom import PhantomConfig, generate_phantom
+
+    root = tmp_path_factory.mktemp("partly")
+    cfg = PhantomConfig(sites=2, subjects_per_site=6, modalities=("T1", "T2"), seed=11,
+                        paired_fraction=0.5, misalign=(2.0, 3.0))  # fmt: skip
+    return root, generate_phantom(cfg, root, progress=False)
+
+
+def _prepare(root: Path, pairing: str) -> list[SiteData]:
+    cfg = DataConfig(root=root, preprocess=PreprocessConfig(image_size=32), pairing=pairing,
+                     cache_dir=root / "cache")  # fmt: skip
+    return prepare_sites(cfg, progress=False)[0]
+
+
+def test_a_partly_paired_site_keeps_pairs_together_and_splits_by_subject(partly_paired) -> None:
+    root, meta = partly_paired
+    for data, described in zip(_prepare(root, "paired"), meta["sites"], strict=True):
+        uid = f"{data.site}/{{}}".format
+        held = {uid(s) for s in described["held_out"]}
+        paired = {uid(s) for s in described["paired"]}
+        single = {uid(s): m for s, m in described["single"].items()}
+        assert set(data.test["T1"].unique_subjects()) == held  # what the phantom held out
+        for m, s in data.train.items():  # the paired give both, the single their own
+            expected = paired | {u for u, own in single.items() if own == m}
+            assert set(s.unique_subjects()) == expected and not expected & held
+        index = PartnerIndex(data.train)
+        t1, t2 = data.train["T1"], data.train["T2"]
+        found = index.rows("T1", "T2", np.arange(len(t1)))
+        for row, partner in enumerate(found):  # the oracle: search by subject and position
+            same = (t2.subjects == t1.subjects[row]) & (t2.positions == t1.positions[row])
+            hits = np.flatnonzero(same)
+            assert partner == (hits[0] if len(hits) else -1)
+        assert (found >= 0).any() and (found < 0).any()
+        partners = _partners(data.train, {"T1": np.arange(len(t1))},
+                             tiny_config("cyclegan"), torch.device("cpu"), index)  # fmt: skip
+        have = partners.available["T1"][:, 1].numpy()
+        np.testing.assert_array_equal(have, np.isin(t1.subjects, sorted(paired)))
+        got = partners.images["T1"][have, 1].numpy()
+        np.testing.assert_array_equal(got, t2.images[found[have]])
+        assert (partners.images["T1"][~have, 1] == 0).all()
+
+
+def test_unpaired_mode_never_pairs_and_the_split_is_the_same(partly_paired) -> None:
+    root, _ = partly_paired
+    for unpaired, paired in zip(_prepare(root, "unpaired"), _prepare(root, "paired"), strict=True):
+        t1, t2 = (set(unpaired.train[m].unique_subjects()) for m in ("T1", "T2"))
+        assert not t1 & t2 and not unpaired.paired
+        assert t1 | t2 == set(paired.train["T1"].unique_subjects()) | set(
+            paired.train["T2"].unique_subjects()
+        )
+        np.testing.assert_array_equal(unpaired.test["T1"].subjects, paired.test["T1"].subjects)
+
+
+def test_a_registered_model_trains_on_a_partly_paired_site(partly_paired) -> None:
+    root, _ = partly_paired
+    data = _prepare(root, "paired")[0]
+    model = build_model(tiny_config("cyclegan", lambda_paired=5.0, pairing_loss="registered",
+                                    registration_channels=4))  # fmt: skip
+    off = PrivacyConfig(enabled=False)
+    metrics, _ = train_local(model, data, TrainConfig(steps=2, batch_size=4), off)
+    assert np.isfinite(metrics["generators/paired"]) and np.isfinite(metrics["generators/smooth"])
