@@ -102,9 +102,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--held-out-fraction",
         type=float,
-        default=0.25,
-        help="with a paired fraction < 1 or a misalignment: share of each site's subjects held "
-        "out, aligned with every contrast, for testing (named in dataset.json)",
+        default=None,
+        help="share of each site's subjects held out, aligned with every contrast, for testing "
+        "(named in dataset.json). Default: 0.25 with a paired fraction < 1 or a misalignment, "
+        "else none named",
     )
     p.set_defaults(func=cmd_phantom)
 

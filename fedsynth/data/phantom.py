@@ -87,6 +87,7 @@ _WARP, _LESION, _NOISE = 0, 1, 2
 _ACQUISITION = _NOISE + 4  # after the per-modality noise streams
 ACQUISITIONS = ("site", "randomised")
 _HAS_LESION = 9  # after the noise streams (2 + modality index)
+DEFAULT_HELD_OUT = 0.25  # = DataConfig.test_fraction's default
 _ROLES = 2  # per site, after _PROTOCOL and _SUBJECT: who is held out, paired or single
 _MOTION = 10  # per subject and contrast: the between-sequence motion
 
@@ -158,10 +159,13 @@ class PhantomConfig:
         rotation up to DEG degrees — plus a small smooth deformation (`fedsynth.data.motion`)
         after its anatomy is simulated, before bias and noise. The brain mask and the label
         map describe the reference contrast. (0, 0): aligned.
-    held_out_fraction: when the phantom splits its subjects (`splits_subjects`: a paired
-        fraction below 1 or a misalignment), this share of each site's subjects (at least
-        one) is held out — every contrast, aligned — and named in dataset.json, where the data
-        layer takes its test and validation subjects from; everyone else trains.
+    held_out_fraction: the share of each site's subjects (at least one) held out — every
+        contrast, aligned — and named in dataset.json, where the data layer then takes its
+        test and validation subjects from; everyone else trains. None (default): 0.25 when
+        the phantom splits its subjects (`splits_subjects`: a paired fraction below 1 or a
+        misalignment), else none named (the data layer's split chooses, as before). Given,
+        it always applies: phantoms of one seed that differ in pairing then share their
+        held-out subjects, bitwise.
     Every choice draws from streams of its own: subjects, contrasts and noise are bitwise those
     of the same seed without the options.
     """
@@ -179,7 +183,7 @@ class PhantomConfig:
     scanners: str = "default"
     paired_fraction: float | tuple[float, ...] = 1.0
     misalign: tuple[float, float] = (0.0, 0.0)
-    held_out_fraction: float = 0.25
+    held_out_fraction: float | None = None
 
     def __post_init__(self) -> None:
         _require_int("sites", self.sites, 1)
@@ -232,16 +236,15 @@ class PhantomConfig:
             )
         object.__setattr__(self, "misalign", misalign)
         Misalignment(*misalign)  # checks the bounds
-        if not 0.0 < self.held_out_fraction < 1.0:
-            raise ValueError(
-                f"held_out_fraction must be in (0, 1), got {self.held_out_fraction!r}"
-            )
+        given = self.held_out_fraction
+        if given is not None and not 0.0 < given < 1.0:
+            raise ValueError(f"held_out_fraction must be in (0, 1), got {given!r}")
         if self.splits_subjects:
             for count in self.subject_counts:
-                if count - held_out_count(count, self.held_out_fraction) < 1:
+                if count - held_out_count(count, self.held_out_share) < 1:
                     raise ValueError(
                         f"subjects_per_site={count} leaves no training subject after holding "
-                        f"out held_out_fraction={self.held_out_fraction}: give a site >= 2"
+                        f"out held_out_fraction={self.held_out_share}: give a site >= 2"
                     )
 
     @property
@@ -264,9 +267,17 @@ class PhantomConfig:
 
     @property
     def splits_subjects(self) -> bool:
-        """Whether subjects get roles (held out, paired, single-contrast): a paired fraction
-        below 1 or a misalignment. Otherwise every subject has every contrast, aligned."""
-        return any(f < 1.0 for f in self.paired_fractions) or self.misalignment.moves
+        """Whether subjects get roles (held out, paired, single-contrast): a held-out fraction,
+        a paired fraction below 1 or a misalignment. Otherwise every subject has every
+        contrast, aligned, and none is named."""
+        partly = any(f < 1.0 for f in self.paired_fractions)
+        return self.held_out_fraction is not None or partly or self.misalignment.moves
+
+    @property
+    def held_out_share(self) -> float:
+        """The held-out fraction in force (`DEFAULT_HELD_OUT` unless given)."""
+        given = self.held_out_fraction
+        return DEFAULT_HELD_OUT if given is None else given
 
 
 def held_out_count(subjects: int, fraction: float) -> int:
@@ -590,7 +601,7 @@ def subject_roles(cfg: PhantomConfig, site: Site) -> list[str]:
         return [PAIRED] * n
     rng = _rng(cfg.seed, site.index, _ROLES)
     order = rng.permutation(n).tolist()
-    held = held_out_count(n, cfg.held_out_fraction)
+    held = held_out_count(n, cfg.held_out_share)
     train = order[held:]
     paired = round(cfg.paired_fractions[site.index] * len(train))
     first = int(rng.integers(len(cfg.modalities)))
@@ -826,7 +837,7 @@ def _pairing_meta(cfg: PhantomConfig) -> dict:
     return {
         "paired_fraction": list(cfg.paired_fractions),
         "misalign_mm_deg": list(cfg.misalign),
-        "held_out_fraction": cfg.held_out_fraction,
+        "held_out_fraction": cfg.held_out_share,
         "reference_modality": cfg.modalities[0],
     }
 
