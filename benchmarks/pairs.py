@@ -33,9 +33,12 @@ carry `_25pct`), `lesion_dice_ratio_registered_25pct_4mm`, `tissue_dice_gap_regi
 `dp_eps8_kept_fraction_of_gain` ((DP registered − DP unpaired) / (registered − unpaired),
 F = 1, 4 mm); the targets as `target_*` (1 met, 0 missed); seconds per stage.
 
-Sized for ≤ 60 min on 2 cores (see README "Paired and misaligned data" for the estimate): 10
-subjects per site (the foundation benchmark has 16), `FULL["steps"]` steps per row, 200
-segmenter steps, DP and federated rows at the same step budget, three λ_smooth candidates.
+Sized for ≤ 60 min on 2 cores (README "Paired and misaligned data" has the estimate): 10
+subjects per site (the foundation benchmark has 16), a 300-step public warm start, 100 steps
+per row (DP and federated rows too), three λ_smooth candidates at 60 steps each, 200 segmenter
+steps. Measured on public data while sizing it (seed 1000, 100 and 300 steps): the naive L1 at
+4 mm was not below the aligned oracle, so `target_naive_2db_below_oracle_4mm` may well be missed
+at this budget; the figure says.
 """
 
 from __future__ import annotations
@@ -71,7 +74,7 @@ FULL = {
     "subjects": 10,
     "public_subjects": 16,
     "pretrain_steps": 300,
-    "select_steps": 80,
+    "select_steps": 60,
     "steps": 100,
     "rounds": 4,
     "segmenter_steps": 200,
@@ -296,7 +299,13 @@ def targets(f: dict[str, float], size: int, worst: str, pairless: list[str]) -> 
     def measure(name: str, row: str) -> float:
         return f.get(f"{name}_{row}_t1_flair_{size}px", math.nan)
 
-    out = {
+    t2 = {  # the same gaps on T1 -> T2, whose CSF edges a misalignment moves more
+        f"gap_{kind}_vs_oracle_4mm_t1_t2_db": f.get(f"psnr_brain_oracle_100pct_t1_t2_{size}px",
+                                                     math.nan)
+        - f.get(f"psnr_brain_{kind}_100pct_{worst}_t1_t2_{size}px", math.nan)
+        for kind in ("naive", "registered")
+    }  # fmt: skip
+    out = t2 | {
         "gap_naive_vs_oracle_4mm_db": psnr("oracle_100pct") - psnr(f"naive_100pct_{worst}"),
         "gap_registered_vs_oracle_4mm_db": psnr("oracle_100pct")
         - psnr(f"registered_100pct_{worst}"),
