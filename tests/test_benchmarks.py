@@ -19,7 +19,9 @@ import pytest
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 SCRIPTS = sorted(p for p in BENCH.glob("*.py") if p.name != "common.py")
 # Measured --quick wall times (s, idle 2-core machine) order the queue: longest first.
-LONGEST_FIRST = ("foundation", "private_finetune", "privacy", "federation", "unified", "quality")
+LONGEST_FIRST = (
+    "foundation", "pairs", "private_finetune", "privacy", "federation", "unified", "quality"
+)
 
 
 @pytest.fixture(scope="module")

@@ -144,8 +144,12 @@ class FlatLayout(Layout):
             subject, kind = path.name.removesuffix(".nii.gz").split("__")
             yield FileEntry(site or root.name, subject, kind, path)
 
+    @staticmethod
+    def subject_id(site: str, subject: int) -> str:
+        return f"{site}{subject:02d}"
+
     def paths(self, root: Path, site: str, subject: int, keys: Iterable[str]) -> dict[str, Path]:
-        return {k: root / f"{site}{subject:02d}__{k}.nii.gz" for k in keys}
+        return {k: root / f"{self.subject_id(site, subject)}__{k}.nii.gz" for k in keys}
 
 
 def test_a_registered_layout_reads_and_writes(tmp_path: Path, registry_snapshot) -> None:

@@ -145,7 +145,9 @@ def test_groups_partition_the_state_dict(kind: str, cls: type, nets: dict) -> No
 def test_networks_are_dp_safe(kind: str, norm: str, generator: str) -> None:
     """docs/architecture.md §3 layer rules: no batch statistics, no reflect-mode convs, no
     in-place activations."""
-    model = build_model(ModelConfig(kind=kind, norm=norm, generator=generator))
+    registered = {"lambda_paired": 1.0, "pairing_loss": "registered"}  # R is checked too
+    model = build_model(ModelConfig(kind=kind, norm=norm, generator=generator, **registered))
+    assert model.get_submodule("R") is not None
     for module in model.modules():
         assert not isinstance(module, nn.modules.batchnorm._BatchNorm)
         if isinstance(module, nn.Conv2d):

@@ -1,7 +1,9 @@
-"""Paired public data (`data.pairing=paired`): training subjects give every contrast, row-
-aligned; each sampled image carries its partners through augmentation; the supervised term
-is the per-sample L1 to the real target of the same slice (a loop over samples is the oracle);
-and the settings that would break it are refused."""
+"""Paired data (`data.pairing=paired`): training subjects give every contrast they have, and
+a partly paired site keeps its pairs together (partners found by subject and position) and its
+single-contrast subjects unpaired, with subject-level splits; each sampled image carries its
+partners through augmentation; the supervised term is the per-sample L1 to the real target of
+the same slice (a loop over samples is the oracle); and the settings that would break it are
+refused."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from synthetic_slices import SIZE, site, tiny_config
 
 from fedsynth.config import FedsynthConfig
 from fedsynth.data.config import DataConfig, PreprocessConfig
+from fedsynth.data.pairs import PartnerIndex
 from fedsynth.data.pipeline import prepare_sites
 from fedsynth.data.slices import SiteData
 from fedsynth.models import build_model
@@ -57,8 +60,12 @@ def paired_site(modalities=("T1", "T2", "PD")) -> SiteData:
 def test_partners_are_the_same_rows_in_every_modality_and_zero_where_missing() -> None:
     data = paired_site(("T1", "PD"))
     rows = {"T1": np.array([0, 3, 5]), "PD": np.array([1, 2])}
-    partners = _partners(data.train, rows, tiny_config("unified"), torch.device("cpu"))
-    assert partners.available.tolist() == [True, False, True] and partners.weights is None
+    partners = _partners(
+        data.train, rows, tiny_config("unified"), torch.device("cpu"), PartnerIndex(data.train)
+    )
+    assert partners.weights is None
+    for m, r in rows.items():
+        assert partners.available[m].tolist() == [[True, False, True]] * len(r)
     for m, r in rows.items():
         got = partners.images[m]
         assert got.shape == (len(r), 3, SIZE, SIZE)
@@ -71,7 +78,9 @@ def test_augmentation_moves_an_image_and_its_partners_together() -> None:
     data = paired_site()
     rows = {"T2": np.array([0, 1, 2, 3])}
     images = {"T2": torch.from_numpy(data.train["T2"].images[rows["T2"]])[:, None]}
-    partners = _partners(data.train, rows, tiny_config("unified"), torch.device("cpu"))
+    partners = _partners(
+        data.train, rows, tiny_config("unified"), torch.device("cpu"), PartnerIndex(data.train)
+    )
     views, moved = _augmented(images, partners, 3, torch.Generator().manual_seed(0))
     assert views["T2"].shape == (12, 1, SIZE, SIZE)
     # the partner plane of the image's own contrast is the image, view by view
@@ -89,7 +98,7 @@ def test_paired_term_is_the_l1_to_the_real_target_of_the_same_slice(kind: str) -
     x = torch.rand(4, 1, SIZE, SIZE, generator=g) * 2 - 1
     planes = torch.rand(4, len(mods), SIZE, SIZE, generator=g) * 2 - 1
     available = torch.tensor([True] * (len(mods) - 1) + [False])
-    partners = Partners({"T1": planes}, available)
+    partners = Partners({"T1": planes}, {"T1": available.expand(4, -1)})
     batch = model.make_batch({"T1": x}, torch.Generator().manual_seed(0), partners)
     stream, tensors = next(iter(batch.items()))
     with torch.no_grad():
@@ -120,7 +129,7 @@ def test_lesion_weights_are_one_plus_lambda_on_lesion_pixels_and_follow_augmenta
     data = labelled_paired_site()
     cfg = tiny_config("unified", lambda_paired=1.0, lambda_lesion=9.0, lesion_labels=LESION)
     rows = {"T2": np.array([0, 1, 2, 3])}
-    partners = _partners(data.train, rows, cfg, torch.device("cpu"))
+    partners = _partners(data.train, rows, cfg, torch.device("cpu"), PartnerIndex(data.train))
     lesion = np.isin(data.train["T2"].labels[rows["T2"]], LESION)  # the oracle: the label map
     np.testing.assert_array_equal(partners.weights["T2"][:, 0].numpy(), np.where(lesion, 10, 1))
     assert partners.images["T2"].shape == (4, 3, SIZE, SIZE)  # the weights are not a contrast
@@ -141,7 +150,7 @@ def test_weighted_paired_term_is_the_weighted_mean_of_absolute_errors() -> None:
     planes = torch.rand(2, 3, SIZE, SIZE, generator=g) * 2 - 1
     weight = torch.ones(2, 1, SIZE, SIZE)
     weight[0, 0, :5, :7] = 5.0
-    partners = Partners({"T1": planes}, torch.tensor([True, True, True]), {"T1": weight})
+    partners = Partners({"T1": planes}, {"T1": torch.ones(2, 3, dtype=torch.bool)}, {"T1": weight})
     batch = model.make_batch({"T1": x}, torch.Generator().manual_seed(0), partners)
     stream, tensors = next(iter(batch.items()))
     with torch.no_grad():
@@ -201,3 +210,69 @@ def test_a_private_paired_step_clips_per_subject_and_trains() -> None:
     metrics, _ = train_local(model, paired_site(), TrainConfig(steps=2, batch_size=2), dp)
     assert np.isfinite(metrics["generators/paired"]) and metrics["generators/paired"] > 0
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.fixture(scope="module")
+def partly_paired(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """Two sites of 6 subjects: 2 held out, 2 with T1 and T2 (misaligned), 2 with one."""
+    from fedsynth.data.phantom import PhantomConfig, generate_phantom
+
+    root = tmp_path_factory.mktemp("partly")
+    cfg = PhantomConfig(sites=2, subjects_per_site=6, modalities=("T1", "T2"), seed=11,
+                        paired_fraction=0.5, misalign=(2.0, 3.0))  # fmt: skip
+    return root, generate_phantom(cfg, root, progress=False)
+
+
+def _prepare(root: Path, pairing: str) -> list[SiteData]:
+    cfg = DataConfig(root=root, preprocess=PreprocessConfig(image_size=32), pairing=pairing,
+                     cache_dir=root / "cache")  # fmt: skip
+    return prepare_sites(cfg, progress=False)[0]
+
+
+def test_a_partly_paired_site_keeps_pairs_together_and_splits_by_subject(partly_paired) -> None:
+    root, meta = partly_paired
+    for data, described in zip(_prepare(root, "paired"), meta["sites"], strict=True):
+        uid = f"{data.site}/{{}}".format
+        held = {uid(s) for s in described["held_out"]}
+        paired = {uid(s) for s in described["paired"]}
+        single = {uid(s): m for s, m in described["single"].items()}
+        assert set(data.test["T1"].unique_subjects()) == held  # what the phantom held out
+        for m, s in data.train.items():  # the paired give both, the single their own
+            expected = paired | {u for u, own in single.items() if own == m}
+            assert set(s.unique_subjects()) == expected and not expected & held
+        index = PartnerIndex(data.train)
+        t1, t2 = data.train["T1"], data.train["T2"]
+        found = index.rows("T1", "T2", np.arange(len(t1)))
+        for row, partner in enumerate(found):  # the oracle: search by subject and position
+            same = (t2.subjects == t1.subjects[row]) & (t2.positions == t1.positions[row])
+            hits = np.flatnonzero(same)
+            assert partner == (hits[0] if len(hits) else -1)
+        assert (found >= 0).any() and (found < 0).any()
+        partners = _partners(data.train, {"T1": np.arange(len(t1))},
+                             tiny_config("cyclegan"), torch.device("cpu"), index)  # fmt: skip
+        have = partners.available["T1"][:, 1].numpy()
+        np.testing.assert_array_equal(have, np.isin(t1.subjects, sorted(paired)))
+        got = partners.images["T1"][have, 1].numpy()
+        np.testing.assert_array_equal(got, t2.images[found[have]])
+        assert (partners.images["T1"][~have, 1] == 0).all()
+
+
+def test_unpaired_mode_never_pairs_and_the_split_is_the_same(partly_paired) -> None:
+    root, _ = partly_paired
+    for unpaired, paired in zip(_prepare(root, "unpaired"), _prepare(root, "paired"), strict=True):
+        t1, t2 = (set(unpaired.train[m].unique_subjects()) for m in ("T1", "T2"))
+        assert not t1 & t2 and not unpaired.paired
+        assert t1 | t2 == set(paired.train["T1"].unique_subjects()) | set(
+            paired.train["T2"].unique_subjects()
+        )
+        np.testing.assert_array_equal(unpaired.test["T1"].subjects, paired.test["T1"].subjects)
+
+
+def test_a_registered_model_trains_on_a_partly_paired_site(partly_paired) -> None:
+    root, _ = partly_paired
+    data = _prepare(root, "paired")[0]
+    model = build_model(tiny_config("cyclegan", lambda_paired=5.0, pairing_loss="registered",
+                                    registration_channels=4))  # fmt: skip
+    off = PrivacyConfig(enabled=False)
+    metrics, _ = train_local(model, data, TrainConfig(steps=2, batch_size=4), off)
+    assert np.isfinite(metrics["generators/paired"]) and np.isfinite(metrics["generators/smooth"])

@@ -9,9 +9,27 @@ from pathlib import Path
 from fedsynth.cli.common import add_config_args, config_from_args, console, csv
 
 
+def numbers(flag: str, text: str, count: int | None = None) -> tuple[float, ...]:
+    """A flag's comma-separated numbers (exactly `count` when given); a clear error naming the
+    flag and its value otherwise."""
+    try:
+        values = tuple(float(t) for t in csv(text))
+    except ValueError:
+        values = ()
+    if not values or (count is not None and len(values) != count):
+        want = f"{count} comma-separated numbers" if count else "comma-separated numbers"
+        raise ValueError(f"{flag} {text!r}: expected {want}")
+    return values
+
+
 def cmd_phantom(args: argparse.Namespace) -> int:
     from fedsynth.data.phantom import PhantomConfig, generate_phantom
 
+    fractions = numbers("--paired-fraction", args.paired_fraction)
+    try:
+        misalign = numbers("--misalign", args.misalign, 2)
+    except ValueError as err:
+        raise ValueError(f"{err} (MM,DEG: translation up to MM mm, rotation up to DEG°)") from None
     cfg = PhantomConfig(
         sites=args.sites,
         subjects_per_site=args.subjects_per_site,
@@ -22,6 +40,9 @@ def cmd_phantom(args: argparse.Namespace) -> int:
         lesion_fraction=args.lesion_fraction,
         heads=args.heads,
         layout=args.layout,
+        paired_fraction=fractions[0] if len(fractions) == 1 else fractions,
+        misalign=misalign,
+        held_out_fraction=args.held_out_fraction,
     )
     start = time.perf_counter()
     meta = generate_phantom(cfg, args.out)
@@ -63,6 +84,29 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--heads", action="store_true", help="whole heads: scalp fat, skull, muscle, outer CSF"
     )
     p.add_argument("--layout", default="bids", help="bids | ixi | brats | manifest")
+    p.add_argument(
+        "--paired-fraction",
+        default="1",
+        metavar="F[,F...]",
+        help="share of each site's training subjects that get every contrast (one value, or "
+        "one per site); the others get one contrast each. Default 1: every subject, all",
+    )
+    p.add_argument(
+        "--misalign",
+        default="0,0",
+        metavar="MM,DEG",
+        help="move every contrast of a paired training subject but the first (the reference: "
+        "mask and labels describe it) by a random rigid motion, translation up to MM mm and "
+        "rotation up to DEG degrees, plus a small smooth deformation. Default 0,0: aligned",
+    )
+    p.add_argument(
+        "--held-out-fraction",
+        type=float,
+        default=None,
+        help="share of each site's subjects held out, aligned with every contrast, for testing "
+        "(named in dataset.json). Default: 0.25 with a paired fraction < 1 or a misalignment, "
+        "else none named",
+    )
     p.set_defaults(func=cmd_phantom)
 
     p = sub.add_parser("prepare", help="preprocess a dataset into the slice cache; summarise")

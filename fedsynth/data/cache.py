@@ -7,8 +7,9 @@ directory and renamed into place only when complete: a failed build leaves nothi
 
 Files: `images.f32` (N, H, W) float32, `masks.u8` (N, H, W), `labels.u8` (N, H, W; 0 for
 subjects without a label file), `index.npz` (site, subject, uid = site/subject, modality,
-position, labelled, voxel_ml per row) and `meta.json` (parameters, inputs, counts, and in
-lenient mode the skipped files and subjects with their reasons).
+position, labelled, voxel_ml per row) and `meta.json` (parameters, inputs, counts, the uids
+the dataset holds out from training, and in lenient mode the skipped files and subjects with
+their reasons).
 """
 
 from __future__ import annotations
@@ -43,8 +44,8 @@ def default_cache_dir() -> Path:
 
 
 def cache_key(dataset: Dataset, cfg: PreprocessConfig, lenient: bool) -> str:
-    """Hash of the inputs (paths, sizes, mtimes; files the layout skipped) and of every
-    preprocessing parameter."""
+    """Hash of the inputs (paths, sizes, mtimes; files the layout skipped; held-out subjects,
+    when the dataset names any) and of every preprocessing parameter."""
     files = []
     for rec in dataset.subjects:
         for path in rec.files():
@@ -57,6 +58,8 @@ def cache_key(dataset: Dataset, cfg: PreprocessConfig, lenient: bool) -> str:
         "files": sorted(files),
         "skipped": sorted(s.get("file", "") for s in dataset.skipped),
     }
+    if dataset.held_out:  # only then: the keys of datasets without any stay as they were
+        doc["held_out"] = sorted(dataset.held_out)
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -80,6 +83,11 @@ class SliceCache:
     @property
     def sites(self) -> list[str]:
         return sorted(set(self.index["site"].tolist()))
+
+    @property
+    def held_out(self) -> frozenset[str]:
+        """uids the dataset holds out from training (`Dataset.held_out`)."""
+        return frozenset(self.meta.get("held_out", ()))
 
     def subjects(self, site: str | None = None) -> dict[str, set[str]]:
         """uid -> modalities present, optionally for one site."""
@@ -210,5 +218,6 @@ def _write(
         "num_subjects": len({u for u in index["uid"]}),
         "num_skipped": len(policy.skipped),
         "skipped": policy.skipped,
+        "held_out": sorted(dataset.held_out),
     }
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2))

@@ -79,10 +79,11 @@ class DataConfig:
     # Contrasts each site may use, e.g. "hospA=T1+T2+FLAIR,hospB=T1+PD" (others: all it has).
     # Simulates hospitals that acquired different contrasts from a dataset that has them all.
     site_modalities: str = ""
-    # "unpaired": every training subject gives one contrast (no ground-truth pairs, the
-    # realistic default); "paired": every training subject with all of a site's contrasts gives
-    # them all, row-aligned (public multi-contrast cohorts such as IXI, BraTS or the phantom),
-    # so a model can add a supervised term (model.lambda-paired).
+    # "unpaired": every training subject gives one contrast (no pairs are ever formed, the
+    # default); "paired": every training subject gives every contrast it has, and a slice's
+    # partners are the same subject's slices at its position in the other contrasts
+    # (`fedsynth.data.pairs`; a single-contrast subject trains unpaired), so a model can add a
+    # supervised term (model.lambda-paired, model.pairing-loss) where pairs exist.
     pairing: str = "unpaired"
     partition: str = "by-site"
     num_partitions: int | None = None

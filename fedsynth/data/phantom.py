@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import os
 import shutil
 from collections import deque
@@ -32,17 +31,20 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from scipy.ndimage import distance_transform_edt, map_coordinates, zoom
+from scipy.ndimage import distance_transform_edt, map_coordinates
 from scipy.spatial.transform import Rotation
 from scipy.special import expit
 
 from fedsynth.data.layouts import (
+    HELD_OUT_KEY,
     LAYOUTS,
     SITES_FILE,
     DatasetError,
+    get_layout,
     normalise_modality,
     write_subject,
 )
+from fedsynth.data.motion import Misalignment, Motion, random_motion, smooth_field
 from fedsynth.data.mr_signal import RELAXATION, TISSUES, PulseSequence, csf_null_ti, tissue_signal
 
 PHANTOM_MODALITIES = ("T1", "T2", "PD", "FLAIR")
@@ -85,6 +87,14 @@ _WARP, _LESION, _NOISE = 0, 1, 2
 _ACQUISITION = _NOISE + 4  # after the per-modality noise streams
 ACQUISITIONS = ("site", "randomised")
 _HAS_LESION = 9  # after the noise streams (2 + modality index)
+DEFAULT_HELD_OUT = 0.25  # = DataConfig.test_fraction's default
+_ROLES = 2  # per site, after _PROTOCOL and _SUBJECT: who is held out, paired or single
+_MOTION = 10  # per subject and contrast: the between-sequence motion
+
+# What a subject of a phantom that splits its training subjects holds (`subject_roles`):
+HELD_OUT = "held-out"  # every contrast, aligned: test/validation ground truth
+PAIRED = "paired"  # every contrast, each but the reference moved (`Misalignment`)
+# ... or the name of the one contrast it has (an unpaired training subject).
 
 
 def _rng(seed: int, *key: int) -> np.random.Generator:
@@ -140,6 +150,24 @@ class PhantomConfig:
     scanners: the named set of the first sites' scanners (`SCANNER_SETS`): "default", or
         "long-te" (protocols outside the randomised ranges: private sites that differ from a
         public cohort).
+    paired_fraction: the share of each site's *training* subjects that get every contrast
+        (one value, or one per site); the other training subjects get one contrast each
+        (balanced over `modalities`), as an unpaired hospital would have. 1.0: every subject
+        gets every contrast (the default, and what the data layer's unpaired split expects).
+    misalign: (MM, DEG): every contrast of a paired training subject but the reference (the
+        first of `modalities`) is moved by a random rigid motion — translation up to MM mm,
+        rotation up to DEG degrees — plus a small smooth deformation (`fedsynth.data.motion`)
+        after its anatomy is simulated, before bias and noise. The brain mask and the label
+        map describe the reference contrast. (0, 0): aligned.
+    held_out_fraction: the share of each site's subjects (at least one) held out — every
+        contrast, aligned — and named in dataset.json, where the data layer then takes its
+        test and validation subjects from; everyone else trains. None (default): 0.25 when
+        the phantom splits its subjects (`splits_subjects`: a paired fraction below 1 or a
+        misalignment), else none named (the data layer's split chooses, as before). Given,
+        it always applies: phantoms of one seed that differ in pairing then share their
+        held-out subjects, bitwise.
+    Every choice draws from streams of its own: subjects, contrasts and noise are bitwise those
+    of the same seed without the options.
     """
 
     sites: int = 3
@@ -153,6 +181,9 @@ class PhantomConfig:
     layout: str = "bids"
     acquisition: str = "site"
     scanners: str = "default"
+    paired_fraction: float | tuple[float, ...] = 1.0
+    misalign: tuple[float, float] = (0.0, 0.0)
+    held_out_fraction: float | None = None
 
     def __post_init__(self) -> None:
         _require_int("sites", self.sites, 1)
@@ -184,6 +215,37 @@ class PhantomConfig:
             raise ValueError(
                 f"scanners must be one of {', '.join(SCANNER_SETS)}, got {self.scanners!r}"
             )
+        self._check_pairing()
+
+    def _check_pairing(self) -> None:
+        if isinstance(self.paired_fraction, (tuple, list)):
+            if len(self.paired_fraction) != self.sites:
+                raise ValueError(
+                    f"paired_fraction {tuple(self.paired_fraction)!r} has "
+                    f"{len(self.paired_fraction)} entries for {self.sites} sites"
+                )
+            object.__setattr__(self, "paired_fraction", tuple(self.paired_fraction))
+        for f in self.paired_fractions:
+            if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0.0 <= f <= 1.0:
+                raise ValueError(f"paired_fraction must be in [0, 1], got {f!r}")
+        misalign = tuple(self.misalign) if isinstance(self.misalign, (tuple, list)) else ()
+        if len(misalign) != 2:
+            raise ValueError(
+                f"misalign must be (MM, DEG) — translation up to MM mm, rotation up to DEG "
+                f"degrees — got {self.misalign!r}"
+            )
+        object.__setattr__(self, "misalign", misalign)
+        Misalignment(*misalign)  # checks the bounds
+        given = self.held_out_fraction
+        if given is not None and not 0.0 < given < 1.0:
+            raise ValueError(f"held_out_fraction must be in (0, 1), got {given!r}")
+        if self.splits_subjects:
+            for count in self.subject_counts:
+                if count - held_out_count(count, self.held_out_share) < 1:
+                    raise ValueError(
+                        f"subjects_per_site={count} leaves no training subject after holding "
+                        f"out held_out_fraction={self.held_out_share}: give a site >= 2"
+                    )
 
     @property
     def subject_counts(self) -> tuple[int, ...]:
@@ -191,6 +253,36 @@ class PhantomConfig:
         if isinstance(self.subjects_per_site, tuple):
             return self.subjects_per_site
         return (self.subjects_per_site,) * self.sites
+
+    @property
+    def paired_fractions(self) -> tuple[float, ...]:
+        """The paired fraction of each site."""
+        if isinstance(self.paired_fraction, tuple):
+            return self.paired_fraction
+        return (self.paired_fraction,) * self.sites
+
+    @property
+    def misalignment(self) -> Misalignment:
+        return Misalignment(*self.misalign)
+
+    @property
+    def splits_subjects(self) -> bool:
+        """Whether subjects get roles (held out, paired, single-contrast): a held-out fraction,
+        a paired fraction below 1 or a misalignment. Otherwise every subject has every
+        contrast, aligned, and none is named."""
+        partly = any(f < 1.0 for f in self.paired_fractions)
+        return self.held_out_fraction is not None or partly or self.misalignment.moves
+
+    @property
+    def held_out_share(self) -> float:
+        """The held-out fraction in force (`DEFAULT_HELD_OUT` unless given)."""
+        given = self.held_out_fraction
+        return DEFAULT_HELD_OUT if given is None else given
+
+
+def held_out_count(subjects: int, fraction: float) -> int:
+    """Held-out subjects of a site of `subjects`: `fraction` of them, at least one."""
+    return max(1, round(fraction * subjects))
 
 
 # --- sites -----------------------------------------------------------------------------------
@@ -374,7 +466,7 @@ def head_fractions(resolution: int) -> np.ndarray:
     outside = distance_transform_edt(~anatomy.mask).astype(np.float32) * np.float32(mm)
     shape = outside.shape
     fixed = np.random.default_rng(0)  # one head anatomy; subjects differ by their warp
-    skull = SKULL_MM + SKULL_SD_MM * _smooth_field(shape, 30.0 / mm, fixed)
+    skull = SKULL_MM + SKULL_SD_MM * smooth_field(shape, 30.0 / mm, fixed)
     x = np.abs(np.linspace(-1.0, 1.0, shape[0], dtype=np.float32))[:, None, None]
     muscle = np.broadcast_to(MUSCLE_MM + TEMPORALIS_MM * x**2, shape)
     bounds = np.cumsum([np.full(shape, ECSF_MM), skull, muscle, np.full(shape, FAT_MM)], axis=0)
@@ -384,22 +476,6 @@ def head_fractions(resolution: int) -> np.ndarray:
     out = (np.clip(shells, 0, 1) * free).astype(np.float32)
     out.flags.writeable = False
     return out
-
-
-def _smooth_field(
-    shape: tuple[int, ...], spacing_vox: float, rng: np.random.Generator
-) -> np.ndarray:
-    """Unit-scale random field, smooth at `spacing_vox`: cubic upsampling of coarse noise.
-
-    Upsampled one axis at a time (a small weight matrix per axis), which is ~50x faster than
-    `zoom` on the 3D grid and gives the same tensor-product spline.
-    """
-    field = rng.standard_normal([max(2, math.ceil(s / spacing_vox)) + 1 for s in shape])
-    for axis, size in enumerate(shape):
-        n = field.shape[axis]
-        weights = zoom(np.eye(n), (size / n, 1), order=3)  # (size, n) interpolation weights
-        field = np.moveaxis(np.tensordot(weights, field, axes=(1, axis)), 0, axis)
-    return field.astype(np.float32)
 
 
 def warp_fractions(
@@ -418,7 +494,7 @@ def warp_fractions(
     sd_vox = WARP_SD_MM / anatomy.voxel_mm
     spacing = WARP_SPACING_MM / anatomy.voxel_mm
     for axis in range(3):
-        coords[axis] += sd_vox * _smooth_field(shape, spacing, rng).ravel()
+        coords[axis] += sd_vox * smooth_field(shape, spacing, rng).ravel()
     warped = [map_coordinates(f, coords, order=1, mode="constant", cval=0.0) for f in fractions]
     return np.stack(warped).reshape(fractions.shape)
 
@@ -441,7 +517,7 @@ def add_lesion(fractions: np.ndarray, voxel_mm: float, rng: np.random.Generator)
         np.indices(shape, dtype=np.float32) - np.array(centre, np.float32)[:, None, None, None]
     )
     dist = np.sqrt((offsets**2).sum(axis=0)) * voxel_mm
-    dist *= 1 + 0.2 * _smooth_field(shape, LESION_SPACING_MM / voxel_mm, rng)
+    dist *= 1 + 0.2 * smooth_field(shape, LESION_SPACING_MM / voxel_mm, rng)
     core = _soft_ball(dist, core_mm)
     oedema = _soft_ball(dist, oedema_mm) - core
     brain = fractions.sum(axis=0)
@@ -459,7 +535,7 @@ def bias_field(
     shape: tuple[int, ...], amplitude: float, voxel_mm: float, rng: np.random.Generator
 ) -> np.ndarray:
     """Smooth multiplicative field in [1 − amplitude, 1 + amplitude] (receive-coil shading)."""
-    field = _smooth_field(shape, BIAS_SPACING_MM / voxel_mm, rng)
+    field = smooth_field(shape, BIAS_SPACING_MM / voxel_mm, rng)
     return 1 + amplitude * field / np.abs(field).max()
 
 
@@ -475,14 +551,19 @@ def acquire(
     scanner: Scanner,
     modality: str,
     rng: np.random.Generator,
+    motion: Motion | None = None,
 ) -> np.ndarray:
     """One scan in scanner-like units: the brightest normal tissue is FULL_SCALE before bias
     and noise; magnitudes are rounded to integers as scanners store them (step << noise σ,
-    and integer-valued float32 compresses twice as fast)."""
+    and integer-valued float32 compresses twice as fast). With `motion` the patient has
+    moved: the rendered anatomy moves, the coil's bias field and the noise do not."""
     seq = scanner.sequences()[modality]
     field = scanner.field_strength
     brightest = max(abs(tissue_signal(RELAXATION[field][t], seq)) for t in NORMAL_TISSUES)
-    clean = render(fractions, seq, field) * (bias * np.float32(FULL_SCALE / brightest))
+    rendered = render(fractions, seq, field)
+    if motion is not None:
+        rendered = motion.apply(rendered)
+    clean = rendered * (bias * np.float32(FULL_SCALE / brightest))
     return np.round(rician(clean, scanner.noise_sigma * FULL_SCALE, rng))
 
 
@@ -510,8 +591,43 @@ def subject_scanner(cfg: PhantomConfig, site: Site, k: int) -> Scanner:
     return random_scanner(_rng(cfg.seed, site.index, _SUBJECT, k, _ACQUISITION))
 
 
-def simulate_subject(cfg: PhantomConfig, site: Site, k: int) -> SimulatedSubject:
-    """Subject `k` of `site`: warped anatomy, optional lesion, bias, contrasts, Rician noise."""
+def subject_roles(cfg: PhantomConfig, site: Site) -> list[str]:
+    """What each subject of `site` holds (`HELD_OUT`, `PAIRED` or one modality), drawn from
+    the site's own stream: the held-out subjects are the same whatever the paired fraction
+    and misalignment, and a smaller paired fraction pairs a subset of a larger one's. Without
+    `cfg.splits_subjects` every subject is `PAIRED` (every contrast; no motion to draw)."""
+    n = site.subjects
+    if not cfg.splits_subjects:
+        return [PAIRED] * n
+    rng = _rng(cfg.seed, site.index, _ROLES)
+    order = rng.permutation(n).tolist()
+    held = held_out_count(n, cfg.held_out_share)
+    train = order[held:]
+    paired = round(cfg.paired_fractions[site.index] * len(train))
+    first = int(rng.integers(len(cfg.modalities)))
+    roles = dict.fromkeys(order[:held], HELD_OUT) | dict.fromkeys(train[:paired], PAIRED)
+    for j, k in enumerate(train[paired:]):  # one contrast each, balanced
+        roles[k] = cfg.modalities[(first + j) % len(cfg.modalities)]
+    return [roles[k] for k in range(n)]
+
+
+def contrast_motion(
+    cfg: PhantomConfig, site: Site, k: int, modality: str, shape: tuple[int, ...]
+) -> Motion | None:
+    """The motion of `modality` of paired subject `k` (None for the reference contrast, or
+    without misalignment), from a stream of its own."""
+    if not cfg.misalignment.moves or modality == cfg.modalities[0]:
+        return None
+    key = (_SUBJECT, k, _MOTION, PHANTOM_MODALITIES.index(modality))
+    rng = _rng(cfg.seed, site.index, *key)
+    return random_motion(shape, float(cfg.resolution), cfg.misalignment, rng)
+
+
+def simulate_subject(
+    cfg: PhantomConfig, site: Site, k: int, role: str = PAIRED
+) -> SimulatedSubject:
+    """Subject `k` of `site`: warped anatomy, optional lesion, bias, contrasts, Rician noise;
+    the contrasts its `role` holds, those of a `PAIRED` subject misaligned (`cfg.misalign`)."""
     anatomy = load_anatomy(cfg.resolution)
     scanner = subject_scanner(cfg, site, k)
     rng = _rng(cfg.seed, site.index, _SUBJECT, k, _WARP)
@@ -534,9 +650,11 @@ def simulate_subject(cfg: PhantomConfig, site: Site, k: int) -> SimulatedSubject
         labels[in_head] = (head.argmax(axis=0) + len(TISSUES) - len(head) + 1)[in_head]
         fractions = np.concatenate([fractions, lesion_slots.astype(np.float32), head])
     images = {}
-    for m in cfg.modalities:  # one noise stream per modality: adding one leaves the others
+    held = cfg.modalities if role in (HELD_OUT, PAIRED) else (role,)
+    for m in held:  # one noise stream per modality: adding one leaves the others
         noise_rng = _rng(cfg.seed, site.index, _SUBJECT, k, _NOISE + PHANTOM_MODALITIES.index(m))
-        images[m] = acquire(fractions, bias, scanner, m, noise_rng)
+        motion = contrast_motion(cfg, site, k, m, brain.shape) if role == PAIRED else None
+        images[m] = acquire(fractions, bias, scanner, m, noise_rng, motion)
     return SimulatedSubject(site.subject_number(k), images, brain.astype(np.uint8), labels)
 
 
@@ -593,11 +711,13 @@ def _preview(subject: SimulatedSubject) -> Preview:
     return subject.number, {m: img[:, :, z].T.copy() for m, img in subject.images.items()}
 
 
-def save_montage(site: Site, rows: list[Preview], path: Path) -> None:
-    """One axial slice per subject (rows) and modality (columns), titled with the protocol."""
+def save_montage(
+    site: Site, rows: list[Preview], path: Path, modalities: tuple[str, ...]
+) -> None:
+    """One axial slice per subject (rows) and modality (columns), titled with the protocol;
+    a contrast a subject does not have is left blank."""
     from matplotlib.figure import Figure  # no pyplot: no global backend state
 
-    modalities = list(rows[0][1])
     fig = Figure(figsize=(2.2 * len(modalities), 2.4 * len(rows) + 0.6), layout="constrained")
     axes = fig.subplots(len(rows), len(modalities), squeeze=False)
     s = site.scanner
@@ -608,8 +728,10 @@ def save_montage(site: Site, rows: list[Preview], path: Path) -> None:
     for r, (number, slices) in enumerate(rows):
         for c, modality in enumerate(modalities):
             ax = axes[r, c]
-            img = slices[modality]
-            ax.imshow(img, cmap="gray", origin="lower", vmin=0, vmax=np.percentile(img, 99.5))
+            img = slices.get(modality)
+            if img is not None:
+                vmax = np.percentile(img, 99.5)
+                ax.imshow(img, cmap="gray", origin="lower", vmin=0, vmax=vmax)
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
@@ -649,12 +771,13 @@ def _simulate_and_write(
     """
     from rich.progress import track
 
+    roles = {site.name: subject_roles(cfg, site) for site in sites}
     jobs = [(site, k) for site in sites for k in range(site.subjects)]
     previews: dict[str, list[Preview]] = {site.name: [] for site in sites}
     with ThreadPoolExecutor(max_workers=1) as writer:
         pending: deque[Future] = deque()
         for site, k in track(jobs, description="Simulating subjects", disable=not progress):
-            subject = simulate_subject(cfg, site, k)
+            subject = simulate_subject(cfg, site, k, roles[site.name][k])
             pending.append(
                 writer.submit(write_simulated, subject, root / site.name, site, cfg.layout, affine)
             )
@@ -681,7 +804,9 @@ def generate_phantom(cfg: PhantomConfig, out: Path, progress: bool = True) -> di
     staging.mkdir(parents=True)
     previews = _simulate_and_write(cfg, sites, staging, anatomy.affine, progress)
     for site in sites:
-        save_montage(site, previews[site.name], staging / f"montage_{site.name}.png")
+        save_montage(
+            site, previews[site.name], staging / f"montage_{site.name}.png", cfg.modalities
+        )
     meta = {
         "name": out.resolve().name,
         "generator": GENERATOR,
@@ -695,9 +820,38 @@ def generate_phantom(cfg: PhantomConfig, out: Path, progress: bool = True) -> di
         "lesion_fraction": cfg.lesion_fraction,
         "heads": cfg.heads,
         "labels": {str(k): v for k, v in (LABELS | (HEAD_LABELS if cfg.heads else {})).items()},
-        "sites": [site.describe(cfg.modalities) for site in sites],
+        "sites": [site.describe(cfg.modalities) | _site_roles(cfg, site) for site in sites],
         **({"randomised_ranges": RANDOM_RANGES} if cfg.acquisition == "randomised" else {}),
+        **_pairing_meta(cfg),
         "t1_template_correlation": round(t1_template_correlation(cfg.resolution), 4),
     }
     _publish(staging, out, sites, meta)
     return meta
+
+
+def _pairing_meta(cfg: PhantomConfig) -> dict:
+    """dataset.json's record of the paired fraction and misalignment (only when set, so a
+    phantom without them describes itself exactly as before they existed)."""
+    if not cfg.splits_subjects:
+        return {}
+    return {
+        "paired_fraction": list(cfg.paired_fractions),
+        "misalign_mm_deg": list(cfg.misalign),
+        "held_out_fraction": cfg.held_out_share,
+        "reference_modality": cfg.modalities[0],
+    }
+
+
+def _site_roles(cfg: PhantomConfig, site: Site) -> dict:
+    """A site's subjects by role, by the ids its layout gives them: `held_out` (what the data
+    layer tests and validates on), `paired`, and `single` (id -> its one contrast)."""
+    if not cfg.splits_subjects:
+        return {}
+    spell = get_layout(cfg.layout).subject_id
+    ids = [spell(site.name, site.subject_number(k)) for k in range(site.subjects)]
+    roles = subject_roles(cfg, site)
+    return {
+        HELD_OUT_KEY: [i for i, r in zip(ids, roles, strict=True) if r == HELD_OUT],
+        "paired": [i for i, r in zip(ids, roles, strict=True) if r == PAIRED],
+        "single": {i: r for i, r in zip(ids, roles, strict=True) if r not in (HELD_OUT, PAIRED)},
+    }

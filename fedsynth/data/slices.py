@@ -76,14 +76,14 @@ _ROW_FIELDS = ("images", "masks", "subjects", "positions", "labels", "voxel_ml")
 class SiteData:
     """One site's data, ready to train on and to evaluate.
 
-    train: modality -> unpaired training slices. No subject appears under two modalities.
+    train: modality -> training slices. Unpaired: no subject appears under two modalities.
     test: modality -> paired held-out slices of subjects never trained on; row i is the same
         subject and slice position in every modality, so source row i and target row i are a
         ground-truth pair.
     validation: the same for validation subjects (disjoint from test; may be empty): what
         chooses a checkpoint, so the test subjects stay unseen.
-    paired: the training slices are row-aligned pairs instead (`data.pairing=paired`): row i
-        of every training modality is the same subject and slice position.
+    paired: `data.pairing=paired`: a training subject gives every contrast it has, and its
+        slices of one position are partners across modalities (`fedsynth.data.pairs`).
     """
 
     site: str
@@ -103,16 +103,16 @@ class SiteData:
 def pool_sites(sites: list[SiteData], name: str = "pooled") -> SiteData:
     """All sites' data as one site: the centralized baseline (what federation approximates).
 
-    Training slices of every modality any site has; paired held-out sets only over the
-    modalities EVERY site holds, so that row i stays one subject in each of them (and the
-    training slices too when every site's are pairs)."""
+    Training slices of every modality any site has (partners stay partners: a uid names
+    its site); paired held-out sets only over the modalities EVERY site holds, so that row i
+    stays one subject in each of them. Paired when every site is."""
 
-    def pool(part: str, paired: bool) -> dict[str, SliceSet]:
+    def pool(part: str, aligned: bool) -> dict[str, SliceSet]:
         sets = [getattr(s, part) for s in sites]
-        mods = set.intersection(*map(set, sets)) if paired else set().union(*sets)
+        mods = set.intersection(*map(set, sets)) if aligned else set().union(*sets)
         return {m: SliceSet.concat([d[m] for d in sets if m in d]) for m in sorted(mods)}
 
     paired = all(s.paired for s in sites)
     return SiteData(
-        name, pool("train", paired), pool("test", True), pool("validation", True), paired
+        name, pool("train", False), pool("test", True), pool("validation", True), paired
     )

@@ -19,6 +19,8 @@ def build_model(config: ModelConfig, seed: int = 0) -> SynthesisModel:
         torch.manual_seed(seed)
         model = model_class(config.kind)(config)
         init_weights(model)
+        if config.registered:
+            model.add_registration()
     return model
 
 

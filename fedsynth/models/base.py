@@ -26,8 +26,11 @@ from fedsynth.data.config import BACKGROUND
 from fedsynth.models.blocks import NORM_TYPES
 from fedsynth.models.config import ModelConfig
 from fedsynth.models.losses import l1_loss
+from fedsynth.models.registration import RegistrationNet, smoothness, warp
 
 PLAYERS = ("generators", "discriminators")
+REGISTRATION = "R"
+"""Name of the registration network (`pairing_loss=registered`): one of the generators."""
 
 Stream = dict[str, Tensor]
 """Tensors of one kind of training example, all with the same leading (sample) dimension."""
@@ -41,14 +44,16 @@ class Partners:
     in each of the model's K modalities.
 
     images: modality of the sampled image -> (n, K, H, W), channel j the model's modality j
-        (zeros where the site has none); the same rows as the sampled images.
-    available: (K,) bool, which of the model's modalities the site has.
+        (zeros where the subject has none); the same rows as the sampled images.
+    available: modality of the sampled image -> (n, K) bool, which of the model's modalities
+        the sample's subject has at that slice (the site, and then the subject: a partly
+        paired site's single-contrast subjects have only their own).
     weights: modality of the sampled image -> (n, 1, H, W) per-pixel weights of the paired
         L1 (1, or 1 + lambda_lesion on lesion pixels: `ModelConfig.lambda_lesion`), or None.
     """
 
     images: dict[str, Tensor]
-    available: Tensor
+    available: dict[str, Tensor]
     weights: dict[str, Tensor] | None = None
 
 
@@ -91,18 +96,44 @@ class SynthesisModel(nn.Module, abc.ABC):
         from `generator`, per sample, so no sample's loss depends on another's); with
         `partners` (paired data) each stream also holds every sample's partners."""
 
-    def paired_term(self, stream: Stream, fake: Tensor, target: Tensor) -> Tensor:
-        """Per-sample L1 between `fake` and the real image of modality index `target` (n,) of
-        the same subject and slice, 0 where the site has no such image; each pixel weighted
-        by the stream's `partner_weight` when it has one (lesion pixels)."""
-        k = self.config.num_modalities
-        weights = (target[:, None] == torch.arange(k, device=target.device)).to(fake.dtype)
-        real = (stream["partner"] * weights[:, :, None, None]).sum(dim=1, keepdim=True)
-        available = (stream["partner_available"] * weights).sum(dim=1)
+    @property
+    def pairs(self) -> bool:
+        """Whether the generators pay a paired term (`lambda_paired` > 0)."""
+        return self.config.lambda_paired > 0
+
+    def pairing(self, stream: Stream, fake: Tensor, target: Tensor) -> tuple[Tensor, Stream]:
+        """The paired terms of `fake` against the real image of modality index `target` (n,)
+        of the same subject and slice, per sample and 0 where the subject has no such image,
+        and their weighted sum (what the generators' loss adds).
+
+        "paired": the L1 (`pairing_loss=l1`), or the L1 after R has warped `fake` onto the
+        real image (`registered`, with "smooth": the field's smoothness penalty). Each pixel
+        is weighted by the stream's `partner_weight` when it has one (lesion pixels; warped
+        with `fake`, whose anatomy they describe)."""
+        c = self.config
+        k = c.num_modalities
+        select = (target[:, None] == torch.arange(k, device=target.device)).to(fake.dtype)
+        real = (stream["partner"] * select[:, :, None, None]).sum(dim=1, keepdim=True)
+        available = (stream["partner_available"] * select).sum(dim=1)
         pixel = stream.get("partner_weight")
+        terms: Stream = {}
+        if c.registered:
+            flow = self.get_submodule(REGISTRATION)(fake, real)
+            moved = warp(fake if pixel is None else torch.cat([fake, pixel], dim=1), flow)
+            fake, pixel = moved[:, :1], (None if pixel is None else moved[:, 1:])
+            terms["smooth"] = available * smoothness(flow)
         if pixel is not None:
             fake, real = pixel * fake, pixel * real  # mean of pixel · |fake − real| (pixel ≥ 0)
-        return available * l1_loss(fake, real)
+        terms["paired"] = available * l1_loss(fake, real)
+        weighted = c.lambda_paired * terms["paired"]
+        if c.registered:
+            weighted = weighted + c.lambda_smooth * terms["smooth"]
+        return weighted, terms
+
+    def add_registration(self) -> None:
+        """Build R (`pairing_loss=registered`). `build_model` calls it after initialising the
+        synthesis networks, so they start from the same weights with and without R."""
+        self.add_module(REGISTRATION, RegistrationNet(self.config.registration_channels))
 
     def with_partners(
         self, stream: Stream, partners: Partners | None, modalities: list[str]
@@ -112,7 +143,7 @@ class SynthesisModel(nn.Module, abc.ABC):
         if partners is None:
             return stream
         images = torch.cat([partners.images[m] for m in modalities])
-        available = partners.available.to(images.dtype).expand(len(images), -1)
+        available = torch.cat([partners.available[m] for m in modalities]).to(images.dtype)
         out = {**stream, "partner": images, "partner_available": available}
         if partners.weights is not None:
             out["partner_weight"] = torch.cat([partners.weights[m] for m in modalities])
@@ -138,6 +169,7 @@ class SynthesisModel(nn.Module, abc.ABC):
         weights = (
             ("structure", c.lambda_structure),
             ("paired", c.lambda_paired),
+            ("smooth", float(c.registered)),
             ("identity", c.lambda_identity),
         )
         return tuple(name for name, weight in weights if weight > 0)
@@ -170,7 +202,10 @@ class SynthesisModel(nn.Module, abc.ABC):
         if self.config.trainable == "all":
             return frozenset(keys)
         norms = self.norm_keys()
-        return frozenset(k for k in keys if k.endswith(".bias") or k in norms)
+        fresh = f"{REGISTRATION}."  # R has no warm start to keep: trained in full
+        return frozenset(
+            k for k in keys if k.endswith(".bias") or k in norms or k.startswith(fresh)
+        )
 
     def state_with(self, arrays: Mapping[str, Any]) -> dict[str, Tensor]:
         """This model's state dict with some entries replaced by `arrays` (numpy or torch,
@@ -204,11 +239,16 @@ class SynthesisModel(nn.Module, abc.ABC):
         ]
 
     def _networks(self, group: str) -> tuple[str, ...]:
+        """The networks of `group`; R (when built) is one of the generators: its loss reads
+        real images, so it is clipped, noised and accounted with them."""
         if group not in self.groups:
             raise ValueError(
                 f"unknown parameter group {group!r}; expected one of {tuple(self.groups)}"
             )
-        return self.groups[group]
+        nets = self.groups[group]
+        if group == "generators" and REGISTRATION in self._modules:
+            nets = (*nets, REGISTRATION)
+        return nets
 
     def _check_player(self, player: str) -> None:
         if player not in PLAYERS:

@@ -9,6 +9,7 @@ from fedsynth.models.registry import known_kinds
 NORM_KINDS = ("instance", "group")
 GENERATORS = ("resnet", "unet")
 TRAINABLE = ("all", "norm-bias")
+PAIRING_LOSSES = ("none", "l1", "registered")
 ARCHITECTURE = (
     "kind",
     "modalities",
@@ -55,9 +56,19 @@ class ModelConfig:
     lambda_cls, lambda_rec: unified-model classification and reconstruction weights.
     lambda_structure: weight of the MIND structure term between each synthetic image and its
         source (`fedsynth.models.mind`), both models; 0 skips it.
-    lambda_paired: weight of the supervised L1 between each synthetic image and the real
+    lambda_paired: weight of the supervised term between each synthetic image and the real
         image of the same subject and slice in the target contrast, where the data has it
         (needs data.pairing=paired); 0 skips it.
+    pairing_loss: what that term is. "l1" (the default, and what lambda_paired always meant:
+        recipes and checkpoints from before the choice existed keep their L1): the L1 to the
+        partner, right for aligned pairs. "registered" (RegGAN, `fedsynth.models.registration`):
+        a registration network R, trained with the generators and part of their DP player,
+        warps the synthetic image onto the partner and the L1 is taken there, plus
+        lambda_smooth × the field's smoothness penalty: for pairs that are not voxel-aligned.
+        "none": no paired term (lambda_paired must be 0). "registered" needs lambda_paired > 0.
+    lambda_smooth: weight of R's smoothness penalty (registered only).
+    registration_channels: width of R (registered only). R is trained in full whatever
+        `trainable` says: it has no warm start to keep.
     lambda_lesion, lesion_labels: inside the paired L1, a pixel whose label map value is one
         of `lesion_labels` counts (1 + lambda_lesion) times. A lesion fills ~1 % of a brain's
         pixels and, on T1, looks like grey matter next to CSF; unweighted, the L1 optimum
@@ -88,6 +99,9 @@ class ModelConfig:
     lambda_rec: float = 10.0
     lambda_structure: float = 0.0
     lambda_paired: float = 0.0
+    pairing_loss: str = "l1"
+    lambda_smooth: float = 10.0
+    registration_channels: int = 16
     lambda_lesion: float = 0.0
     lesion_labels: tuple[int, ...] = ()
     trainable: str = "all"
@@ -107,6 +121,7 @@ class ModelConfig:
             raise ValueError(
                 f"ModelConfig.generator must be one of {GENERATORS}, got {self.generator!r}"
             )
+        self._check_pairing()
         if self.norm not in NORM_KINDS:
             raise ValueError(f"ModelConfig.norm must be one of {NORM_KINDS}, got {self.norm!r}")
         if len(self.modalities) < 2 or len(set(self.modalities)) != len(self.modalities):
@@ -144,6 +159,7 @@ class ModelConfig:
             "lambda_rec",
             "lambda_structure",
             "lambda_paired",
+            "lambda_smooth",
             "lambda_lesion",
         ):
             value = getattr(self, name)
@@ -155,6 +171,29 @@ class ModelConfig:
                 "lesion pixels: it needs lambda_paired > 0 and lesion_labels (label values), "
                 f"got lambda_paired={self.lambda_paired}, lesion_labels={self.lesion_labels}"
             )
+
+    def _check_pairing(self) -> None:
+        if self.pairing_loss not in PAIRING_LOSSES:
+            raise ValueError(
+                f"ModelConfig.pairing_loss must be one of {PAIRING_LOSSES}, "
+                f"got {self.pairing_loss!r}"
+            )
+        if self.pairing_loss == "none" and self.lambda_paired > 0:
+            raise ValueError(
+                f"ModelConfig.pairing_loss='none' has no paired term to weight, but "
+                f"lambda_paired={self.lambda_paired}: set it to 0 or choose 'l1'/'registered'"
+            )
+        if self.pairing_loss == "registered" and not self.lambda_paired > 0:
+            raise ValueError(
+                "ModelConfig.pairing_loss='registered' needs lambda_paired > 0 (the weight of "
+                f"the registered L1), got {self.lambda_paired!r}"
+            )
+        _check_positive("registration_channels", self.registration_channels)
+
+    @property
+    def registered(self) -> bool:
+        """Whether the model has a registration network (pairing_loss='registered')."""
+        return self.pairing_loss == "registered"
 
     @property
     def num_modalities(self) -> int:

@@ -5,7 +5,8 @@ image: a real A slice `a` contributes the generator terms adversarial D_B(G_AB(a
 |G_BA(G_AB(a)) - a| and identity |G_BA(a) - a|, and the discriminator terms D_A(a) (real) and
 D_B(G_AB(a)) (fake); a real B slice the mirror image. With λ_structure > 0 the generator also
 pays the MIND structure term between G_AB(a) and a (`fedsynth.models.mind`), and with
-λ_paired > 0 (paired data) the L1 between G_AB(a) and the same slice's real b.
+λ_paired > 0 (paired data) the L1 between G_AB(a) and the same slice's real b — after the
+registration network R has warped G_AB(a) onto b with `pairing_loss=registered`.
 Both generators synthesise the foreground only: where their input is background the output
 is background (`keep_background`), as in the unified model. Without it the PD <-> FLAIR
 CycleGAN settled on the photographic negative (2.3 / 2.8 dB in benchmarks/unified.py).
@@ -111,11 +112,12 @@ class CycleGAN(SynthesisModel):
         if c.lambda_structure > 0:
             terms["structure"] = mind_loss(fake, real)
             loss = loss + c.lambda_structure * terms["structure"]
-        if c.lambda_paired > 0:
+        if self.pairs:
             there = c.modalities.index(c.target if stream == "A" else c.source)
             index = torch.full((len(real),), there, dtype=torch.long, device=real.device)
-            terms["paired"] = self.paired_term(batch, fake, index)
-            loss = loss + c.lambda_paired * terms["paired"]
+            weighted, paired = self.pairing(batch, fake, index)
+            terms |= paired
+            loss = loss + weighted
         if c.lambda_identity > 0:
             terms["identity"] = l1_loss(keep_background(real, g_back(real)), real)
             loss = loss + c.lambda_identity * terms["identity"]

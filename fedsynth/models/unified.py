@@ -10,7 +10,8 @@ modality t?") and an auxiliary modality classifier. Per real slice x of modality
 random target t != s:
   generator:     LSGAN head_t(G(x, t|s)) -> real, λ_cls·CE(D_cls(G(x, t|s)), t),
                  λ_rec·|G(G(x, t|s), s|t) - x|, [λ_struct·MIND(G(x, t|s), x)],
-                 [λ_paired·|G(x, t|s) - y_t|, y_t the same slice's real t, paired data],
+                 [λ_paired·|G(x, t|s) - y_t|, y_t the same slice's real t, paired data;
+                  registered: |warp_R(G(x, t|s)) - y_t| + λ_smooth·smooth(R)],
                  [λ_id·|G(x, s|s) - x|]
   discriminator: LSGAN head_s(x) -> real and head_t(G(x, t|s)) -> fake, λ_cls·CE(D_cls(x), s)
 G synthesises the foreground only: where the source is background (exactly -1 after
@@ -151,9 +152,10 @@ class UnifiedGAN(SynthesisModel):
         if c.lambda_structure > 0:
             terms["structure"] = mind_loss(fake, real)
             loss = loss + c.lambda_structure * terms["structure"]
-        if c.lambda_paired > 0:
-            terms["paired"] = self.paired_term(batch, fake, target)
-            loss = loss + c.lambda_paired * terms["paired"]
+        if self.pairs:
+            weighted, paired = self.pairing(batch, fake, target)
+            terms |= paired
+            loss = loss + weighted
         if c.lambda_identity > 0:
             terms["identity"] = l1_loss(self.generate(real, label, label), real)
             loss = loss + c.lambda_identity * terms["identity"]

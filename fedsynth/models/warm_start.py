@@ -3,7 +3,9 @@
 DP-SGD from scratch does not learn at hospital data sizes (docs/architecture.md §4); fine-tuning a
 model pretrained on public data does. Only the architecture has to agree: loss weights and
 `trainable` are the fine-tuning run's own; so must the intensity scaling, since a model
-trained on one [-1, 1] scale reads another as a different contrast.
+trained on one [-1, 1] scale reads another as a different contrast. The registration network
+(`pairing_loss=registered`) is a training aid, not part of the architecture: a run with it
+starts R fresh from a checkpoint without one, and a run without it ignores a checkpoint's.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from safetensors.torch import load_file
 
 from fedsynth.data.config import PreprocessConfig
 from fedsynth.models import ModelConfig, SynthesisModel, build_model
+from fedsynth.models.base import REGISTRATION
 from fedsynth.models.checkpoint import CheckpointError, header_configs, read_header
 from fedsynth.models.config import ARCHITECTURE
 from fedsynth.pretrained import checkpoint_path
@@ -72,8 +75,22 @@ def load_warm_start(
             f"checkpoint model {_architecture(saved)}, this run's model "
             f"{_architecture(model.config)}"
         )
-    model.load_state_dict(load_file(str(path)), strict=True)
+    _load_weights(model, load_file(str(path)), path)
     return json.loads(header["meta"])
+
+
+def _load_weights(model: SynthesisModel, weights: dict, path: Path) -> None:
+    """Every tensor of the synthesis networks, strictly; R's only when both have an R."""
+    prefix = f"{REGISTRATION}."
+    ours = model.state_dict()
+    if not any(k.startswith(prefix) for k in ours):
+        weights = {k: v for k, v in weights.items() if not k.startswith(prefix)}
+    elif not any(k.startswith(prefix) for k in weights):
+        weights = weights | {k: v for k, v in ours.items() if k.startswith(prefix)}
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(f"train.init-checkpoint={path}: {err}") from err
 
 
 def initial_model(

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from fedsynth.data.pairs import MISSING, PartnerIndex
 from fedsynth.data.slices import SiteData, SliceSet
 from fedsynth.models.base import PLAYERS, Batch, Partners, SynthesisModel
 from fedsynth.models.config import ModelConfig
@@ -144,23 +145,25 @@ def _partners(
     rows: Mapping[str, np.ndarray],
     cfg: ModelConfig,
     device: torch.device,
+    index: PartnerIndex,
 ) -> Partners:
-    """Paired data: each sampled row's slice in every one of the model's modalities (row-
-    aligned sets, so the same row index), zeros for a modality the site does not have; with
-    `lambda_lesion`, the sampled rows' lesion weights (n, 1, H, W)."""
-    modalities = cfg.modalities
-    available = torch.tensor([m in sets for m in modalities], device=device)
+    """Paired data: each sampled row's slice in every one of the model's modalities (the same
+    subject and position, found by `index`), zeros and unavailable where its subject has none
+    (a modality the site lacks, or a single-contrast subject); with `lambda_lesion`, the
+    sampled rows' lesion weights (n, 1, H, W)."""
     weights = _lesion_weights(sets, rows, cfg)
-    images = {}
+    images, available = {}, {}
     for m, r in rows.items():
-        shape = (len(r), *sets[m].images.shape[1:])
-        planes = [
-            np.asarray(sets[t].images[r], dtype=np.float32)
-            if t in sets
-            else np.zeros(shape, np.float32)
-            for t in modalities
-        ]
-        images[m] = torch.from_numpy(np.stack(planes, axis=1)).to(device)
+        planes = np.zeros((len(r), cfg.num_modalities, *sets[m].images.shape[1:]), np.float32)
+        found = np.zeros((len(r), cfg.num_modalities), bool)
+        for j, t in enumerate(cfg.modalities):
+            if t not in sets:
+                continue
+            partner = index.rows(m, t, r)
+            found[:, j] = partner != MISSING
+            planes[found[:, j], j] = sets[t].images[partner[found[:, j]]]
+        images[m] = torch.from_numpy(planes).to(device)
+        available[m] = torch.from_numpy(found).to(device)
     if weights is None:
         return Partners(images, available)
     moved = {m: torch.from_numpy(w).to(device) for m, w in weights.items()}
@@ -187,9 +190,10 @@ def _augmented(
     moved = None
     if weights is not None:
         moved = {m: x[:, 1 + k :].clamp(min=1.0) for m, x in joint.items()}
+    available = {m: a.repeat_interleave(views, dim=0) for m, a in partners.available.items()}
     return (
         {m: x[:, :1] for m, x in joint.items()},
-        Partners({m: x[:, 1 : 1 + k] for m, x in joint.items()}, partners.available, moved),
+        Partners({m: x[:, 1 : 1 + k] for m, x in joint.items()}, available, moved),
     )
 
 
@@ -244,7 +248,7 @@ class _Session:
 
     model: SynthesisModel
     sets: dict[str, SliceSet]
-    paired: bool
+    partners: PartnerIndex | None  # paired data and a paired term: where partners are
     index: UnitIndex
     train_cfg: TrainConfig
     generator: torch.Generator
@@ -324,7 +328,7 @@ def _setup(
     session = _Session(
         model,
         sets,
-        data.paired and model.config.lambda_paired > 0,
+        PartnerIndex(sets) if data.paired and model.pairs else None,
         index,
         train_cfg,
         generator,
@@ -365,7 +369,9 @@ def _update(session: _Session, player: str, lr: float) -> None:
     else:
         rows = s.index.poisson(rel.sample_rate, s.generator)
     images = _images(s.sets, rows, device)
-    partners = _partners(s.sets, rows, s.model.config, device) if s.paired else None
+    partners = None
+    if s.partners is not None:
+        partners = _partners(s.sets, rows, s.model.config, device, s.partners)
     images, partners = _augmented(images, partners, views, s.generator)
     # A kind that never sees pairs keeps the two-argument `make_batch` of the model contract.
     if partners is None:

@@ -11,13 +11,14 @@ One module per layout, each a `Layout` subclass registered with `@register_layou
 from fedsynth.data.layouts import manifest  # isort: skip  # noqa: F401
 from fedsynth.data.layouts import ixi, brats, bids  # isort: skip  # noqa: F401
 from fedsynth.data.layouts.base import Dataset, FileEntry, Layout, SubjectRecord
-from fedsynth.data.layouts.loader import SITES_FILE, load_dataset, write_subject
+from fedsynth.data.layouts.loader import HELD_OUT_KEY, SITES_FILE, load_dataset, write_subject
 from fedsynth.data.layouts.manifest import MANIFEST_NAME
 from fedsynth.data.layouts.modalities import LABELS_KEY, MASK_KEY, MODALITIES, normalise_modality
 from fedsynth.data.layouts.registry import LAYOUTS, detect_layout, get_layout, register_layout
 from fedsynth.data.validation import DatasetError
 
 __all__ = [
+    "HELD_OUT_KEY",
     "LABELS_KEY",
     "LAYOUTS",
     "MANIFEST_NAME",

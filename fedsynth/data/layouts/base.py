@@ -35,13 +35,15 @@ class SubjectRecord:
 
 @dataclass
 class Dataset:
-    """All subjects found under one root, the layout that found them, and (lenient mode) the
-    files skipped on the way."""
+    """All subjects found under one root, the layout that found them, (lenient mode) the
+    files skipped on the way, and the uids ("site/subject") the dataset holds out from
+    training (`fedsynth.data.layouts.loader.HELD_OUT_KEY`; empty: the splits choose)."""
 
     root: Path
     layout: str
     subjects: list[SubjectRecord] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
+    held_out: frozenset[str] = frozenset()
 
     @property
     def sites(self) -> list[str]:
@@ -107,6 +109,11 @@ class Layout(ABC):
     @abstractmethod
     def read(self, root: Path, site: str | None, policy: BadInputPolicy) -> Iterable[FileEntry]:
         """Every file of this layout under `root`; `site` (if given) overrides the layout's own."""
+
+    @staticmethod
+    @abstractmethod
+    def subject_id(site: str, subject: int) -> str:
+        """The id `read` finds for subject number `subject` of `site` when written here."""
 
     @abstractmethod
     def paths(self, root: Path, site: str, subject: int, keys: Iterable[str]) -> dict[str, Path]:

@@ -27,6 +27,10 @@ class BraTSLayout(NamedFilesLayout):
             subject, kind = m.groups()
             yield FileEntry(site or "brats", subject, _KINDS.get(kind.lower(), kind), path)
 
+    @staticmethod
+    def subject_id(site: str, subject: int) -> str:
+        return f"BraTS2021_{subject:05d}"
+
     def paths(self, root: Path, site: str, subject: int, keys: Iterable[str]) -> dict[str, Path]:
-        sid = f"BraTS2021_{subject:05d}"
+        sid = self.subject_id(site, subject)
         return {k: root / sid / f"{sid}_{_SPELLING[k]}.nii.gz" for k in keys}

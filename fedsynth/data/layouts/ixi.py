@@ -27,8 +27,12 @@ class IXILayout(NamedFilesLayout):
             if kind.upper() not in _SKIP:
                 yield FileEntry(site or hospital, subject, _KINDS.get(kind.upper(), kind), path)
 
+    @staticmethod
+    def subject_id(site: str, subject: int) -> str:
+        return f"IXI{subject:03d}"
+
     def paths(self, root: Path, site: str, subject: int, keys: Iterable[str]) -> dict[str, Path]:
         """IXI needs digits and an alphanumeric site: `IXI-T1/IXI007-hospA-0007-T1.nii.gz`."""
-        sid = f"IXI{subject:03d}-{site}-{subject:04d}"
+        sid = f"{self.subject_id(site, subject)}-{site}-{subject:04d}"
         spelled = {k: _SPELLING.get(k, k) for k in keys}
         return {k: root / f"IXI-{s}" / f"{sid}-{s}.nii.gz" for k, s in spelled.items()}

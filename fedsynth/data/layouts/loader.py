@@ -14,6 +14,10 @@ from fedsynth.data.layouts.registry import detect_layout, get_layout
 from fedsynth.data.validation import BadInputPolicy, DatasetError
 
 SITES_FILE = "dataset.json"
+HELD_OUT_KEY = "held_out"
+"""A site entry of dataset.json may list subject ids under this key: subjects held out from
+training (every contrast, aligned), where the splits take the test and validation subjects
+from (the phantom writes it when its training subjects are partly paired or misaligned)."""
 
 
 def _read_one(
@@ -31,7 +35,8 @@ def load_dataset(
     """Find all subjects under `root`.
 
     A root holding a fedsynth `dataset.json` (the phantom writes one) is a multi-site root:
-    each site's folder is read on its own and named after the site. Otherwise the site comes
+    each site's folder is read on its own and named after the site, and the subjects its
+    sites list under `HELD_OUT_KEY` are `Dataset.held_out`. Otherwise the site comes
     from the layout (IXI hospital, participants.tsv `site`, manifest `site` column) or `site`.
     A bad file (unknown modality, a second file for one modality, unreadable) stops here, or
     with `lenient` is skipped and listed in `Dataset.skipped`.
@@ -42,14 +47,15 @@ def load_dataset(
     policy = BadInputPolicy(lenient)
     meta = root / SITES_FILE if root.is_dir() else None
     if meta is not None and meta.exists() and site is None:
-        found, subjects = layout, []
+        found, subjects, held = layout, [], set()
         for s in json.loads(meta.read_text())["sites"]:
             sub_root = root / s["name"]
             found = detect_layout(sub_root) if layout == "auto" else layout
             subjects += _read_one(sub_root, found, s["name"], policy)
+            held |= {f"{s['name']}/{sid}" for sid in s.get(HELD_OUT_KEY, [])}
         if not subjects:
             raise DatasetError(f"{root}: no subjects found in the sites of {SITES_FILE}")
-        return Dataset(root, found, subjects, policy.skipped)
+        return Dataset(root, found, subjects, policy.skipped, frozenset(held))
     found = detect_layout(root) if layout == "auto" else layout
     subjects = _read_one(root, found, site, policy)
     if not subjects:
