@@ -187,13 +187,7 @@ class PhantomConfig:
 
     def __post_init__(self) -> None:
         _require_int("sites", self.sites, 1)
-        if isinstance(self.subjects_per_site, (tuple, list)):
-            if len(self.subjects_per_site) != self.sites:
-                raise ValueError(
-                    f"subjects_per_site {tuple(self.subjects_per_site)!r} has "
-                    f"{len(self.subjects_per_site)} entries for {self.sites} sites"
-                )
-            object.__setattr__(self, "subjects_per_site", tuple(self.subjects_per_site))
+        self._freeze_per_site("subjects_per_site")
         for count in self.subject_counts:
             _require_int("subjects_per_site", count, 1, MAX_SUBJECTS_PER_SITE)
         object.__setattr__(self, "modalities", _canonical_modalities(tuple(self.modalities)))
@@ -217,14 +211,18 @@ class PhantomConfig:
             )
         self._check_pairing()
 
-    def _check_pairing(self) -> None:
-        if isinstance(self.paired_fraction, (tuple, list)):
-            if len(self.paired_fraction) != self.sites:
+    def _freeze_per_site(self, name: str) -> None:
+        """A per-site list of `name` has one entry per site, and is stored as a tuple."""
+        value = getattr(self, name)
+        if isinstance(value, (tuple, list)):
+            if len(value) != self.sites:
                 raise ValueError(
-                    f"paired_fraction {tuple(self.paired_fraction)!r} has "
-                    f"{len(self.paired_fraction)} entries for {self.sites} sites"
+                    f"{name} {tuple(value)!r} has {len(value)} entries for {self.sites} sites"
                 )
-            object.__setattr__(self, "paired_fraction", tuple(self.paired_fraction))
+            object.__setattr__(self, name, tuple(value))
+
+    def _check_pairing(self) -> None:
+        self._freeze_per_site("paired_fraction")
         for f in self.paired_fractions:
             if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0.0 <= f <= 1.0:
                 raise ValueError(f"paired_fraction must be in [0, 1], got {f!r}")
