@@ -69,3 +69,13 @@ def test_a_fresh_run_never_deletes_a_directory_that_is_not_a_run(tmp_path: Path)
         RunDirectory(precious).discard_previous()
     assert (precious / "thesis.tex").read_text() == "keep me"
     RunDirectory(tmp_path / "new").discard_previous()  # nothing there: nothing to do
+
+
+def test_the_link_waits_for_its_own_superlink_not_an_old_log(tmp_path: Path) -> None:
+    """A resumed run keeps its Flower logs: an earlier SuperLink's "Uvicorn running" line must
+    not pass for this one listening (flwr run would then find no SuperLink)."""
+    from fedsynth.simulations.runtime import SimulationLink
+
+    (tmp_path / "superlink.log").write_text("INFO Uvicorn running on http://127.0.0.1:1\n")
+    with SimulationLink(tmp_path) as link, socket.socket() as sock:
+        assert sock.connect_ex(("127.0.0.1", link.port)) == 0

@@ -124,16 +124,21 @@ class SimulationLink:
         return self.root / f"{name}.log"
 
     def __enter__(self) -> SimulationLink:
-        superlink = start(
-            simulation_superlink_command(self.port), self.log_path("superlink"), self.env
-        )
+        log_file = self.log_path("superlink")
+        # The log is appended to (a resumed run keeps its history): only what this SuperLink
+        # writes says it is listening.
+        before = log_file.stat().st_size if log_file.is_file() else 0
+        superlink = start(simulation_superlink_command(self.port), log_file, self.env)
         self.procs.append(superlink)
+
+        def listening() -> bool:
+            with log_file.open("rb") as fh:
+                fh.seek(before)
+                return b"Uvicorn running" in fh.read()
+
         try:
             wait_for(
-                lambda: (
-                    superlink.poll() is not None
-                    or "Uvicorn running" in self.log_path("superlink").read_text(errors="replace")
-                ),
+                lambda: superlink.poll() is not None or listening(),
                 60,
                 "the simulation SuperLink to listen",
             )
