@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from pathlib import Path
 
 import nibabel as nib
@@ -117,13 +118,18 @@ def test_the_motion_is_the_rigid_motion_it_reports(monkeypatch: pytest.MonkeyPat
         # the oracle: a pure translation moves the blob by its reported length
         distance_mm = np.linalg.norm(moved - centre) * voxel_mm
         assert distance_mm == pytest.approx(shifted.translation_mm, abs=0.05)
-        assert shifted.translation_mm <= 4.0
+        assert 2.0 <= shifted.translation_mm <= 4.0  # settled by half the bound at least
+        # the head settles towards the table (RAS -y), within 30 degrees of it
+        assert -(moved - centre)[1] * voxel_mm / distance_mm > 0.85
         turned = random_motion(shape, voxel_mm, Misalignment(0.0, 10.0), rng)
         near, far = blob(shape, centre), blob(shape, centre + [8.0, 0.0, 0.0])
         # a rotation about the centre: the centre stays, distances to it are kept
         np.testing.assert_allclose(centroid(turned.apply(near)), centre, atol=0.05)
         assert np.linalg.norm(centroid(turned.apply(far)) - centre) == pytest.approx(8.0, abs=0.1)
-        assert 0 < turned.rotation_degrees <= 10.0
+        assert 5.0 <= turned.rotation_degrees <= 10.0
+        # and nods chin down: what is in front of the centre goes down (RAS -z)
+        front = centroid(turned.apply(blob(shape, centre + [0.0, 8.0, 0.0])))
+        assert front[2] < centre[2] - 8.0 * math.sin(math.radians(5.0)) * 0.8
 
 
 def test_no_motion_without_misalignment() -> None:

@@ -96,8 +96,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         default="0,0",
         metavar="MM,DEG",
         help="move every contrast of a paired training subject but the first (the reference: "
-        "mask and labels describe it) by a random rigid motion, translation up to MM mm and "
-        "rotation up to DEG degrees, plus a small smooth deformation. Default 0,0: aligned",
+        "mask and labels describe it) as a head settling between sequences: half to all of "
+        "MM mm towards the table and of DEG degrees of nod (chin down), plus a small smooth "
+        "deformation. Default 0,0: aligned",
     )
     p.add_argument(
         "--held-out-fraction",

@@ -1,12 +1,20 @@
 """Random smooth fields and between-sequence patient motion on a voxel grid (the phantom's).
 
 A patient moves between the sequences of one session, and each sequence distorts a little
-differently: the contrasts of a subject are then on one grid but not voxel-aligned. A
-`Misalignment` bound draws, per contrast, a rigid motion — a translation of uniformly random
-direction and a length up to `mm`, a rotation about the volume's centre by up to `degrees`
-about a uniformly random axis — plus a smooth elastic deformation whose displacement SD is
-`DEFORMATION_FRACTION` × `mm` (control points `DEFORMATION_SPACING_MM` apart). The volume is
-resampled with scipy's `map_coordinates` (linear); what moves in from outside is 0 (air).
+differently: the contrasts of a subject are then on one grid but not voxel-aligned. The motion
+is not zero-mean jitter: a supine head settles into the cushion over a session, so a later
+sequence is displaced mostly backwards (posterior, gravity) and nodded (pitch, about the
+left-right axis) relative to an earlier one — the slow drift that dominates in-scanner motion
+traces. A `Misalignment` bound draws, per contrast, how far the subject has settled (a share
+`SETTLED` .. 1 of the bound) and a rigid motion of that size — a translation of length share ×
+`mm` along posterior, a rotation about the volume's centre by share × `degrees` about the
+left-right axis (chin down), each direction scattered by `SCATTER` × a uniformly random unit
+vector — plus a smooth elastic deformation whose displacement SD is `DEFORMATION_FRACTION` ×
+`mm` (control points `DEFORMATION_SPACING_MM` apart). Zero-mean jitter would not show what
+misalignment costs: a per-pixel L1 fits the median target, and the median of symmetric shifts
+is the unshifted edge. The volume is resampled with scipy's `map_coordinates` (linear); what
+moves in from outside is 0 (air). Axes are the voxel grid's, RAS (x right, y anterior, z up:
+the phantom's MNI grid).
 """
 
 from __future__ import annotations
@@ -21,6 +29,14 @@ from scipy.spatial.transform import Rotation
 DEFORMATION_FRACTION = 0.25
 """SD (mm) of the smooth deformation per `Misalignment.mm` of translation: 1 mm at 4 mm."""
 DEFORMATION_SPACING_MM = 40.0
+SETTLED = 0.5
+"""The least share of the bound a misaligned contrast has settled by (uniform up to 1)."""
+SCATTER = 0.5
+"""Length of the random unit vector added to the settling direction and the nodding axis."""
+POSTERIOR = np.array([0.0, -1.0, 0.0])
+"""Where a supine head settles: towards the table (RAS −y)."""
+CHIN_DOWN = np.array([-1.0, 0.0, 0.0])
+"""The nodding axis: a positive rotation about RAS −x tips the chin towards the chest."""
 MAX_MM, MAX_DEGREES = 20.0, 30.0
 """Bounds a `Misalignment` accepts: beyond them a registration is no longer 'small'."""
 
@@ -82,18 +98,24 @@ def _unit(rng: np.random.Generator) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
+def _scattered(direction: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    v = direction + SCATTER * _unit(rng)
+    return v / np.linalg.norm(v)
+
+
 def random_motion(
     shape: tuple[int, ...], voxel_mm: float, bound: Misalignment, rng: np.random.Generator
 ) -> Motion:
-    """A rigid motion within `bound` plus a smooth deformation, on a grid of `shape` voxels of
-    `voxel_mm` (isotropic), drawn from `rng`."""
-    shift_mm = rng.uniform(0.0, bound.mm)
-    angle = rng.uniform(0.0, bound.degrees)
-    rotation = Rotation.from_rotvec(_unit(rng) * angle, degrees=True).as_matrix()
-    shift_vox = _unit(rng) * shift_mm / voxel_mm
+    """A settling rigid motion within `bound` plus a smooth deformation, on a grid of `shape`
+    voxels of `voxel_mm` (isotropic), drawn from `rng`."""
+    settled = rng.uniform(SETTLED, 1.0)
+    shift_mm, angle = settled * bound.mm, settled * bound.degrees
+    rotation = Rotation.from_rotvec(_scattered(CHIN_DOWN, rng) * angle, degrees=True).as_matrix()
+    shift_vox = _scattered(POSTERIOR, rng) * shift_mm / voxel_mm
     centre = (np.array(shape, dtype=np.float64)[:, None] - 1) / 2
     grid = np.indices(shape, dtype=np.float64).reshape(3, -1) - centre
-    coords = rotation @ grid + centre - shift_vox[:, None]
+    # the content turns by `rotation` and moves by `shift_vox`: sample at its inverse
+    coords = rotation.T @ grid + centre - shift_vox[:, None]
     sd_vox = DEFORMATION_FRACTION * bound.mm / voxel_mm
     if sd_vox > 0:
         spacing = DEFORMATION_SPACING_MM / voxel_mm

@@ -155,8 +155,9 @@ class PhantomConfig:
         (balanced over `modalities`), as an unpaired hospital would have. 1.0: every subject
         gets every contrast (the default, and what the data layer's unpaired split expects).
     misalign: (MM, DEG): every contrast of a paired training subject but the reference (the
-        first of `modalities`) is moved by a random rigid motion — translation up to MM mm,
-        rotation up to DEG degrees — plus a small smooth deformation (`fedsynth.data.motion`)
+        first of `modalities`) is moved as a head settling into the cushion — translation
+        of ½ to 1 × MM mm towards the table, a nod of ½ to 1 × DEG degrees, each direction
+        scattered — plus a small smooth deformation (`fedsynth.data.motion`)
         after its anatomy is simulated, before bias and noise. The brain mask and the label
         map describe the reference contrast. (0, 0): aligned.
     held_out_fraction: the share of each site's subjects (at least one) held out — every
