@@ -110,17 +110,23 @@ def overfitted_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "train.lr": 2e-3, "train.lr-schedule": "constant", "train.steps": 160,
         "privacy.enabled": False, "federation.run-dir": str(root / "run"),
     })
+    return trained_run(cfg)[0]
+
+
+def trained_run(cfg: FedsynthConfig) -> tuple[Path, SiteData]:
+    """`cfg`'s model trained at the first site of its data, written as round 1 of a run at
+    `cfg.federation.run_dir` (global checkpoint and the site's local model), and that site."""
     site = prepare_sites(cfg.data, progress=False)[0][0]
     model = build_model(cfg.model)
     train_local(model, site, cfg.train, cfg.privacy)
-    run = RunDirectory(root / "run")
+    run = RunDirectory(cfg.federation.run_dir)
     run.create(cfg)
     state = model.state_dict()
     shared = {k: state[k].numpy() for k in model.shared_keys(cfg.federation.shared_groups)}
     run.save_round(1, model, cfg.data.preprocess, cfg.digest(), shared, {})
     local = SiteStateDir.of_site(site.site, None, run.path).model_file
     save_checkpoint(local, model, cfg.data.preprocess)
-    return run.path
+    return run.path, site
 
 
 def test_audit_catches_an_overfitted_model(overfitted_run: Path) -> None:
@@ -139,6 +145,29 @@ def test_audit_catches_an_overfitted_model(overfitted_run: Path) -> None:
     for name in ("audit.json", "audit.md", "roc.png"):
         assert (out / name).stat().st_size > 0
     assert "| discriminator-threshold |" in (out / "audit.md").read_text()
+
+
+def test_audit_of_a_unified_site_scores_the_contrasts_it_holds(tmp_path: Path) -> None:
+    """A unified model serves four contrasts; a hospital that scans T1 and T2 (the demo's) is
+    audited on its T1 and T2 slices, not refused for lacking PD and FLAIR."""
+    generate_phantom(
+        PhantomConfig(sites=1, subjects_per_site=4, modalities=("T1", "T2"), seed=0),
+        tmp_path / "phantom", progress=False,
+    )
+    cfg = FedsynthConfig.from_flat({
+        "data.root": str(tmp_path / "phantom"), "data.cache-dir": str(tmp_path / "cache"),
+        "data.test-fraction": 0.5, "data.preprocess.image-size": 32,
+        "model.kind": "unified", "data.modalities": "T1,T2,PD,FLAIR",
+        "data.site-modalities": "hospA=T1+T2", "train.steps": 2, "privacy.enabled": False,
+        "federation.run-dir": str(tmp_path / "run"),
+        **dict(kv.split("=") for kv in TINY_MODEL),
+    })  # fmt: skip
+    run, site = trained_run(cfg)
+    doc = audit_run(run, reference=cfg, bootstrap=20)
+    # the oracle: every training and every held-out slice of the two contrasts, nothing else
+    for attack in doc["attacks"].values():
+        assert attack["members"] == len(site.train["T1"]) + len(site.train["T2"])
+        assert attack["nonmembers"] == len(site.test["T1"]) + len(site.test["T2"])
 
 
 def test_audit_without_checkpoints_says_so(overfitted_run: Path, tmp_path: Path) -> None:

@@ -146,7 +146,7 @@ def reference_models(
             pass
         data = sets.fold_data(fold, site)
         model = cfg.initial_model(cfg.train.seed + fold + 1)
-        empty = [m for m in model.training_modalities if len(data.train.get(m, ())) == 0]
+        empty = [m for m in sets.members if len(data.train.get(m, ())) == 0]
         if empty:
             raise ValueError(
                 f"site {site!r}: the calibrated attacks need two reference models each trained "

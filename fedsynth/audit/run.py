@@ -20,6 +20,7 @@ from fedsynth.data.pipeline import prepare_sites
 from fedsynth.data.slices import SiteData
 from fedsynth.models.checkpoint import CheckpointError, load_checkpoint
 from fedsynth.server.run_dir import RunDirectory
+from fedsynth.training.engine import training_sets
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,8 @@ def audit_run(
     shared = load_checkpoint(run.checkpoint_path(last)).model
     local = load_checkpoint(local_path).model
     out = Path(out) if out is not None else run.path / "audit" / data.site
-    sets = MembershipSets.of_site(data, shared.training_modalities)
+    # the contrasts the site trained on (a unified model's site may hold a subset)
+    sets = MembershipSets.of_site(data, tuple(training_sets(shared, data)))
     # By default the references train as long as a site of the run did.
     ref_cfg = reference or dataclasses.replace(cfg, train=cfg.federated_train)
     refs = reference_models(sets, ref_cfg, data.site, reference_dir or out / "references")

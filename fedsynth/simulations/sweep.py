@@ -180,13 +180,13 @@ def run_sweep(
         cfg = resolve(base, setting, sites, private)
         key = setting_key(cfg)
         cached = out / "runs" / key / RESULT_FILE
+        run_dir = cached.parent / "run"
         if cached.is_file():
             log.info("[%d/%d] %s: reusing %s", i, len(settings), setting.label, cached.parent)
-            rows.append(json.loads(cached.read_text()) | {"reused": True})
+            rows.append(json.loads(cached.read_text()) | {"reused": True, "run_dir": str(run_dir)})
             continue
         dp_text = f"σ={cfg.privacy.noise_multiplier:g}" if cfg.privacy.enabled else "DP off"
         log.info("[%d/%d] %s (%s) → %s", i, len(settings), setting.label, dp_text, cached.parent)
-        run_dir = cached.parent / "run"
         cfg = cfg.evolve(federation={"run_dir": run_dir})
         if RunDirectory(run_dir).status()["status"] != "complete":  # else only the audit failed
             simulate(cfg, cpus_per_site=cpus_per_site)
@@ -197,7 +197,7 @@ def run_sweep(
             reference_dir=out / "references",
             bootstrap=bootstrap,
         )
-        row = _row(setting, cfg, run_dir, audit) | {"key": key}
+        row = _row(setting, cfg, run_dir, audit) | {"key": key, "run_dir": str(run_dir)}
         atomic_write_bytes(cached, json.dumps(row, indent=2).encode())
         rows.append(row | {"reused": False})
     write_table(rows, out)
