@@ -16,7 +16,11 @@ constant rate the last iterate is noisy: it put the aligned oracle 2.9 dB below 
 while sizing), λ_paired 10 (the foundation recipe's). So a row's gain is what the private
 pairs add. λ_smooth is chosen on the public phantom (pairs misaligned by 4 mm, its held-out
 subjects, PSNR T1 → FLAIR) among `SMOOTH_CANDIDATES`; R's width (16) and the learning rate
-are fixed before any run. Nothing is tuned on the private test subjects; seeds are fixed.
+are fixed before any run. The registered rows' R is not fresh: it is the chosen candidate's,
+which learnt to register on those public misaligned pairs (every other network of theirs is
+the unpaired warm start's, as in every row) — a fresh R (zero field) had moved < 0.1 px
+within 100 steps while sizing, and scored below the naive L1 at 200 (24.29 vs 24.53 dB,
+public data). Nothing is tuned on the private test subjects; seeds are fixed.
 
 Rows (`ROW_tgt`): `unpaired` (data.pairing=unpaired), `oracle_Fpct` (aligned pairs, L1),
 `naive_Fpct_MMmm` (misaligned pairs, L1), `registered_Fpct_MMmm` (misaligned pairs,
@@ -58,6 +62,7 @@ from fedsynth.data.pipeline import prepare_sites
 from fedsynth.data.slices import SiteData, pool_sites
 from fedsynth.evaluation.outputs import with_gaps
 from fedsynth.evaluation.suite import REAL_TARGET, SOURCE_AS_IS, direction_name, evaluate_rows
+from fedsynth.models.base import REGISTRATION
 from fedsynth.models.checkpoint import load_checkpoint, save_checkpoint
 from fedsynth.privacy.calibrate import calibrate_sigma
 from fedsynth.simulations.baselines import train_site
@@ -153,8 +158,9 @@ class Bench:
         return model
 
 
-def public_warm_start(bench: Bench, timed: Stopwatch) -> tuple[Path, float, dict]:
-    """The unpaired public warm start, and λ_smooth chosen on the public phantom's held-out
+def public_warm_start(bench: Bench, timed: Stopwatch) -> tuple[Path, Path, float, dict]:
+    """The unpaired public warm start, the registered rows' warm start (the same with R
+    pre-trained on public pairs) and λ_smooth chosen on the public phantom's held-out
     subjects (PSNR T1 → FLAIR in the brain) among the candidates."""
     setup = bench.setup
     with timed("public_phantom"):
@@ -169,7 +175,7 @@ def public_warm_start(bench: Bench, timed: Stopwatch) -> tuple[Path, float, dict
         (public,) = prepare_sites(pretrain.data, progress=False)[0]
         model = bench.train(pretrain, public, "public warm start")
         warm = save_checkpoint(bench.root / "warm.safetensors", model, pretrain.data.preprocess)
-    scores = {}
+    scores, candidates = {}, {}
     with timed("select_smooth"):
         for smooth in setup["smooth"]:
             choice = {
@@ -179,12 +185,26 @@ def public_warm_start(bench: Bench, timed: Stopwatch) -> tuple[Path, float, dict
             }
             cfg = bench.config(root, REGISTERED, choice)
             (paired,) = prepare_sites(cfg.data, progress=False)[0]
-            candidate = bench.train(cfg, paired, f"λ_smooth {smooth:g}")
-            result = evaluate_rows({"c": candidate}, paired.test, [("T1", "FLAIR")])
+            candidates[smooth] = bench.train(cfg, paired, f"λ_smooth {smooth:g}")
+            result = evaluate_rows({"c": candidates[smooth]}, paired.test, [("T1", "FLAIR")])
             scores[smooth] = result["c"][direction_name(("T1", "FLAIR"))].summary["psnr_brain"]
     chosen = max(scores, key=scores.get)
+    registered = with_public_registration(bench, warm, candidates[chosen])
     figures = {f"public_psnr_brain_t1_flair_smooth_{k:g}": v for k, v in scores.items()}
-    return warm, chosen, figures | {"lambda_smooth_chosen": chosen}
+    return warm, registered, chosen, figures | {"lambda_smooth_chosen": chosen}
+
+
+def with_public_registration(bench: Bench, warm: Path, candidate) -> Path:
+    """The warm start of the registered rows: R from the chosen λ_smooth candidate (trained on
+    the public phantom's misaligned pairs), every other network the unpaired warm start's."""
+    start = load_checkpoint(warm)
+    unpaired = start.model.state_dict()
+    state = {
+        k: v if k.startswith(f"{REGISTRATION}.") else unpaired[k]
+        for k, v in candidate.state_dict().items()
+    }
+    candidate.load_state_dict(state, strict=True)
+    return save_checkpoint(bench.root / "warm-registered.safetensors", candidate, start.preprocess)
 
 
 def private_phantoms(bench: Bench) -> dict[str, Path]:
@@ -200,10 +220,17 @@ def private_phantoms(bench: Bench) -> dict[str, Path]:
     return out | {fed: bench.phantom(fed, paired_fraction=FED_FRACTIONS, misalign=worst)}
 
 
-def centralized_rows(bench: Bench, warm: Path, smooth: float, timed: Stopwatch):
+def registered_loss(warm_registered: Path, smooth: float) -> dict[str, object]:
+    """The registered rows' loss and start: R pre-trained on public pairs, λ_smooth chosen."""
+    return REGISTERED | {
+        "model.lambda-smooth": smooth,
+        "train.init-checkpoint": str(warm_registered),
+    }
+
+
+def centralized_rows(bench: Bench, warm: Path, registered: dict, timed: Stopwatch):
     """Every centralized row's model, and the test set they share."""
     start = {"train.init-checkpoint": str(warm)}
-    registered = REGISTERED | {"model.lambda-smooth": smooth}
     models, test = {}, None
     for fraction in FRACTIONS:
         for misalign in bench.setup["misalign"]:
@@ -214,7 +241,7 @@ def centralized_rows(bench: Bench, warm: Path, smooth: float, timed: Stopwatch):
             if fraction == 1.0 and misalign[0] == 0:
                 runs["unpaired"] = UNPAIRED
             for row, loss in runs.items():
-                cfg = bench.config(data, loss, start)
+                cfg = bench.config(data, start, loss)  # the registered rows' own start
                 with timed(row):
                     pooled = pool_sites(prepare_sites(cfg.data, progress=False)[0])
                     models[row] = bench.train(cfg, pooled, row)
@@ -222,20 +249,17 @@ def centralized_rows(bench: Bench, warm: Path, smooth: float, timed: Stopwatch):
     return models, test
 
 
-def dp_rows(bench: Bench, warm: Path, smooth: float, timed: Stopwatch) -> tuple[dict, dict]:
+def dp_rows(bench: Bench, warm: Path, registered: dict, timed: Stopwatch) -> tuple[dict, dict]:
     """DP registered (F = 1, 4 mm) and DP unpaired, patient-level, σ calibrated to ε ≤ 8."""
     private = PRIVATE_FINETUNE | {"train.batch-size": 8, "train.init-checkpoint": str(warm)}
     worst = bench.setup["misalign"][-1]
     runs = {
-        f"dp_registered_100pct_{mm(worst)}": (
-            bench.phantom(f"f100pct_{mm(worst)}"),
-            REGISTERED | {"model.lambda-smooth": smooth},
-        ),
+        f"dp_registered_100pct_{mm(worst)}": (bench.phantom(f"f100pct_{mm(worst)}"), registered),
         "dp_unpaired": (bench.phantom("f100pct_0mm"), UNPAIRED),
     }
     models, figures = {}, {}
     for row, (data, loss) in runs.items():
-        cfg = bench.config(data, loss, private)
+        cfg = bench.config(data, private, loss)  # the registered row's own start
         with timed(row):
             pooled = pool_sites(prepare_sites(cfg.data, progress=False)[0])
             q = max_sample_rate(cfg, [pooled])
@@ -246,15 +270,13 @@ def dp_rows(bench: Bench, warm: Path, smooth: float, timed: Stopwatch) -> tuple[
     return models, figures
 
 
-def federated_rows(bench: Bench, warm: Path, smooth: float, timed: Stopwatch):
+def federated_rows(bench: Bench, registered: dict, timed: Stopwatch):
     """One site with pairs (hospA, 4 mm), two without: the federated model and each pair-less
     site's local-only model, scored on that site's test subjects."""
     data = bench.phantom(f"fed_{mm(bench.setup['misalign'][-1])}")
     steps = bench.setup["steps"]
     rounds = min(bench.setup["rounds"], steps)
-    cfg = bench.config(data, REGISTERED, {
-        "model.lambda-smooth": smooth,
-        "train.init-checkpoint": str(warm),
+    cfg = bench.config(data, registered, {
         "federation.num-rounds": rounds,
         "federation.local-steps": steps // rounds,
         "federation.server-eval": False,
@@ -356,14 +378,15 @@ def main() -> None:
     timed = Stopwatch()
     with tempfile.TemporaryDirectory(prefix="fedsynth-pairs-") as tmp:
         bench = Bench(Path(tmp), setup, args.quick)
-        warm, smooth, selection = public_warm_start(bench, timed)
+        warm, warm_registered, smooth, selection = public_warm_start(bench, timed)
         figures |= selection
+        registered = registered_loss(warm_registered, smooth)
         with timed("private_phantoms"):
             private_phantoms(bench)
-        models, test = centralized_rows(bench, warm, smooth, timed)
-        dp_models, dp_figures = dp_rows(bench, warm, smooth, timed)
+        models, test = centralized_rows(bench, warm, registered, timed)
+        dp_models, dp_figures = dp_rows(bench, warm, registered, timed)
         figures |= dp_figures
-        federated, local, pairless = federated_rows(bench, warm, smooth, timed)
+        federated, local, pairless = federated_rows(bench, registered, timed)
         with timed("segmenters"):
             aligned = bench.config(bench.phantom("f100pct_0mm"), L1)  # every training FLAIR
             sites, cache = prepare_sites(aligned.data, progress=False)

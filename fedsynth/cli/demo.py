@@ -75,12 +75,13 @@ def epsilon_table(run_rows: list[dict], unit: str, delta: float) -> Table:
 def final_result(cfg: FedsynthConfig, sites: list[SiteData], run: RunDirectory) -> dict:
     """The last round's global model scored like the baselines (source → target of
     `cfg.model` on every site's held-out subjects; the server's own evaluation averages every
-    direction the unified model serves), with the largest ε any site spent."""
+    direction the unified model serves), with the largest ε any site spent (a DP run)."""
     model = load_checkpoint(run.checkpoint_path(run.last_round())).model
     metrics = SynthesisMetrics()
     for site in sites:
         evaluate_translation(model, site.test, cfg.model.source, cfg.model.target, metrics)
-    return metrics.aggregate() | {"epsilon": federated_result(run.metrics())["epsilon"]}
+    spent = federated_result(run.metrics()).get("epsilon")  # none without DP
+    return metrics.aggregate() | ({} if spent is None else {"epsilon": spent})
 
 
 def demo_config(out: Path, data_dir: Path, seed: int = 0) -> FedsynthConfig:
