@@ -6,8 +6,12 @@ that sees client updates, `aggregate_train`: replies are checked by
 `rejections`), and the rest — plus any error replies, which Flower logs itself — go to the
 Flower strategy's own `aggregate_train`, so Flower's reply checks and aggregation rule (FedAvg,
 McMahan et al. 2017; FedProx, Li et al. 2020; FedAdam, Reddi et al. 2021; median / trimmed mean,
-Yin et al. 2018) are reused unchanged. `configure_train` only remembers the arrays sent, the
+Yin et al. 2018) are reused unchanged. `configure_train` remembers the arrays sent, the
 reference every update is compared with (as Flower's FedOpt does for its own reference).
+
+The Flower loop keeps the global model one Array per tensor; only the wire is packed
+(`fedsynth.transport`): `configure_train`/`configure_evaluate` pack the instructions, and
+`validate_replies` hands the accepted replies to the Flower rule unpacked again.
 """
 
 from __future__ import annotations
@@ -17,12 +21,22 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.exception import AggregationError
 from flwr.serverapp.strategy import FedAvg
 
 from fedsynth.strategies.validation import Rejection, validate_replies
+from fedsynth.transport import pack
+
+
+def _packed(messages: Iterable[Message], arrays: dict[str, np.ndarray]) -> list[Message]:
+    """The instructions with `arrays` packed once for all of them (`fedsynth.transport`)."""
+    messages = list(messages)
+    records = pack(arrays) if messages else {}
+    for msg in messages:
+        msg.content = RecordDict(dict(msg.content) | records)
+    return messages
 
 
 class ValidatedAggregation(FedAvg):
@@ -72,7 +86,9 @@ class ValidatedAggregation(FedAvg):
         """Remember the arrays sent this round: the reference for validation and dtypes."""
         start = time.time()
         self._global_arrays = {key: array.numpy() for key, array in arrays.items()}
-        messages = list(super().configure_train(server_round, arrays, config, grid))
+        messages = _packed(
+            super().configure_train(server_round, arrays, config, grid), self._global_arrays
+        )
         self.phase_times[(server_round, "train")] = {"start": start, "sent": time.time()}
         return messages
 
@@ -80,7 +96,10 @@ class ValidatedAggregation(FedAvg):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         start = time.time()
-        messages = list(super().configure_evaluate(server_round, arrays, config, grid))
+        messages = _packed(
+            super().configure_evaluate(server_round, arrays, config, grid),
+            {key: array.numpy() for key, array in arrays.items()},
+        )
         self.phase_times[(server_round, "evaluate")] = {"start": start, "sent": time.time()}
         return messages
 
