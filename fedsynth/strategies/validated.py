@@ -17,7 +17,7 @@ The Flower loop keeps the global model one Array per tensor; only the wire is pa
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any
 
 import numpy as np
@@ -26,6 +26,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.exception import AggregationError
 from flwr.serverapp.strategy import FedAvg
 
+from fedsynth.reply_metrics import RECEIVED_KEYS
 from fedsynth.strategies.validation import Rejection, validate_replies
 from fedsynth.transport import pack
 
@@ -52,6 +53,11 @@ class ValidatedAggregation(FedAvg):
             1; `math.inf` disables the test. Defaults to 10.0.
         norm_floor (float): lower bound on that median, so a round where every update is tiny does
             not reject a site for a merely small one. Defaults to 1e-3.
+        evaluate_in_train (bool): train replies carry the sites' scores of the model they
+            received (`federation.evaluate-in-train`): validation then requires exactly
+            `fedsynth.reply_metrics.RECEIVED_KEYS` among them, else none. Defaults to False.
+        evaluate_rounds (Collection[int] | None): the rounds that send evaluate messages; None:
+            every round. Defaults to None.
         **kwargs: passed on to the Flower strategy.
 
     Attributes:
@@ -67,7 +73,15 @@ class ValidatedAggregation(FedAvg):
             round's time line (its metrics line carries it; benchmarks/federation.py reads it).
     """
 
-    def __init__(self, *, norm_factor: float = 10.0, norm_floor: float = 1e-3, **kwargs: Any):
+    def __init__(
+        self,
+        *,
+        norm_factor: float = 10.0,
+        norm_floor: float = 1e-3,
+        evaluate_in_train: bool = False,
+        evaluate_rounds: Collection[int] | None = None,
+        **kwargs: Any,
+    ):
         super().__init__(**kwargs)
         if not norm_factor > 1:
             raise ValueError(f"norm_factor must be > 1, got {norm_factor!r}")
@@ -75,6 +89,8 @@ class ValidatedAggregation(FedAvg):
             raise ValueError(f"norm_floor must be >= 0, got {norm_floor!r}")
         self.norm_factor = norm_factor
         self.norm_floor = norm_floor
+        self.received_keys = RECEIVED_KEYS if evaluate_in_train else frozenset()
+        self.evaluate_rounds = evaluate_rounds
         self.rejections: list[Rejection] = []
         self.replies: dict[tuple[int, str], dict[int, dict[str, Any]]] = {}
         self.phase_times: dict[tuple[int, str], dict[str, float]] = {}
@@ -95,6 +111,8 @@ class ValidatedAggregation(FedAvg):
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
+        if self.evaluate_rounds is not None and server_round not in self.evaluate_rounds:
+            return []
         start = time.time()
         messages = _packed(
             super().configure_evaluate(server_round, arrays, config, grid),
@@ -119,6 +137,7 @@ class ValidatedAggregation(FedAvg):
             norm_factor=self.norm_factor,
             norm_floor=self.norm_floor,
             weighted_by_key=self.weighted_by_key,
+            received_keys=self.received_keys,
         )
         self.rejections.extend(rejected)
         self._record(server_round, "train", replies, rejected)

@@ -18,8 +18,11 @@ Rules, in order; the first that fails is the reply's reason:
    the global key set (missing and extra keys are named).
 3. Arrays: each tensor has the global array's shape and dtype (checked on the decoded packed
    data, not only the index) and holds only finite values.
-4. Layout: the names of the two records and the set of metric keys agree with the most common
-   layout among the remaining replies (Flower aborts the run when they differ).
+4. Layout: the metrics prefixed `received-` (a train reply's scores of the model the site
+   received, `fedsynth.reply_metrics`) are exactly `received_keys` (none unless the run
+   evaluates in train replies; missing and extra ones are named), and the names of the two
+   records and the set of metric keys agree with the most common layout among the remaining
+   replies (Flower aborts the run when they differ).
 5. Norm outlier: with d_i = ||w_i - w_global||_2 over all shared tensors, reply i is rejected
    when d_i > norm_factor * max(median{d_j : j != i}, norm_floor). Comparing with the median of
    the *other* replies keeps an outlier from inflating its own reference and still works with
@@ -35,12 +38,13 @@ import copy
 import logging
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, Message, RecordDict
 
+from fedsynth.reply_metrics import RECEIVED
 from fedsynth.transport import ARRAYS, PackingError, unpack
 
 logger = logging.getLogger(__name__)
@@ -120,6 +124,20 @@ def _unpacked(msg: Message, arrays: Mapping[str, np.ndarray]) -> Message:
     return copied
 
 
+def _evaluation_error(msg: Message, expected: Collection[str]) -> str | None:
+    """Rule 4, first part: a train reply's evaluation metrics are exactly the allowed ones."""
+    metrics = next(iter(msg.content.metric_records.values()))
+    keys, wanted = {k for k in metrics if k.startswith(RECEIVED)}, set(expected)
+    if keys == wanted:
+        return None
+    problems = []
+    if wanted - keys:
+        problems.append(f"missing {_names(wanted - keys)}")
+    if keys - wanted:
+        problems.append(f"unexpected {_names(keys - wanted)}")
+    return "evaluation metrics: " + "; ".join(problems)
+
+
 def _layout(msg: Message) -> tuple[str, str, frozenset[str]]:
     """Rule 4: what Flower requires to agree across replies."""
     content = msg.content
@@ -145,6 +163,7 @@ def validate_replies(
     norm_factor: float = 10.0,
     norm_floor: float = 1e-3,
     weighted_by_key: str = WEIGHT_KEY,
+    received_keys: Collection[str] = frozenset(),
 ) -> tuple[list[Message], list[Rejection]]:
     """Split training replies (all carrying content) into accepted ones and logged rejections.
 
@@ -167,6 +186,12 @@ def validate_replies(
             reject(msg, outcome)
         else:
             norms[i], decoded[i] = outcome
+
+    for i in list(norms):
+        problem = _evaluation_error(replies[i], received_keys)
+        if problem:
+            reject(replies[i], problem)
+            del norms[i]
 
     layouts = {i: _layout(replies[i]) for i in norms}
     if layouts:
