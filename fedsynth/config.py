@@ -69,6 +69,12 @@ class FederationConfig:
     the server may read the phantom) besides the clients' own evaluation.
     secure_aggregation: aggregate with Flower's SecAgg+ (the server sees only the sum of the
     sites' updates); plain weighted FedAvg over the shared tensors (fedsynth.server.secure).
+    evaluate_in_train: one message per site and round: each site scores the global model it
+    received, before training on it, and sends the scores in its train reply
+    (`received-…` metrics, `fedsynth.reply_metrics`), so round r's reply scores round r-1's
+    model (metrics.jsonl: `received/…` with `received_round`). The last round's model is
+    scored by one evaluate message (`fraction_evaluate` of the sites) after its training.
+    Not with secure_aggregation (the SecAgg+ path keeps its evaluate messages).
     """
 
     num_rounds: int = 3
@@ -89,6 +95,7 @@ class FederationConfig:
     state_dir: Path | None = None
     server_eval: bool = True
     secure_aggregation: bool = False
+    evaluate_in_train: bool = False
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -115,6 +122,11 @@ class FederationConfig:
             raise ValueError(
                 f"federation.secure-aggregation needs federation.strategy='fedavg' (SecAgg+ "
                 f"only reveals the sum of updates), not {self.strategy!r}"
+            )
+        if self.evaluate_in_train and self.secure_aggregation:
+            raise ValueError(
+                "federation.evaluate-in-train is not supported with "
+                "federation.secure-aggregation (SecAgg+ rounds evaluate in their own messages)"
             )
         if self.round_timeout <= 0:
             raise ValueError(f"federation.round_timeout={self.round_timeout}: expected > 0")

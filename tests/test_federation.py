@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import write_tiny_dataset
 from flower_grid import ClientAppGrid, set_task_identity
-from flwr.app import Array, ArrayRecord, Message, RecordDict
+from flwr.app import Message, RecordDict
 from payload_oracle import expected_shared_keys, unexpected_metrics
 from safetensors.torch import load_file
 
@@ -22,6 +22,7 @@ from fedsynth.models import build_model
 from fedsynth.models.checkpoint import load_checkpoint
 from fedsynth.server.app import run_federation
 from fedsynth.simulations.scenarios import TINY_MODEL
+from fedsynth.transport import pack, unpack
 
 TINY = TINY_MODEL | {
     "privacy.unit": "slice",
@@ -115,7 +116,10 @@ def test_payload_audit(data_root: Path, tmp_path: Path, flat, groups, norm_local
     assert len(replies["train"]) == len(replies["evaluate"]) == 3
     for node, reply in replies["train"]:
         assert set(reply.content.array_records) == {"arrays"}
-        arrays = {k: a.numpy() for k, a in reply.content["arrays"].items()}
+        # The index names the packed tensors and their layout only.
+        assert set(reply.content.config_records) == {"index"}
+        assert set(reply.content["index"]) == {"names", "dtypes", "ndims", "dims"}
+        arrays = unpack(reply.content)
         assert list(arrays) == expected
         site = sites[node - 100].site
         local = load_file(str(tmp_path / "run" / "sites" / site / "model.safetensors"))
@@ -124,13 +128,13 @@ def test_payload_audit(data_root: Path, tmp_path: Path, flat, groups, norm_local
             np.testing.assert_array_equal(value, local[key].numpy())
     for phase, phase_replies in replies.items():
         for _, reply in phase_replies:
-            assert set(reply.content.config_records) == set()
             assert set(reply.content.metric_records) == {"metrics"}
             metrics = reply.content["metrics"]
             assert unexpected_metrics(metrics, phase) == set(), phase
             assert all(isinstance(v, (int, float)) for v in metrics.values())
         if phase == "evaluate":
             assert all(set(r.content.array_records) == set() for _, r in phase_replies)
+            assert all(set(r.content.config_records) == set() for _, r in phase_replies)
 
 
 def test_instructions_carry_no_key_the_site_reads_from_its_run_config(
@@ -144,7 +148,8 @@ def test_instructions_carry_no_key_the_site_reads_from_its_run_config(
     run_keys = set(cfg.to_flat())
     seen = set()
     for msg in grid.instructions:
-        assert set(msg.content.config_records) == {"config"}
+        assert set(msg.content.config_records) == {"config", "index"}  # index: packed layout
+        assert set(msg.content["index"]) == {"names", "dtypes", "ndims", "dims"}
         config = msg.content["config"]
         assert not set(config) & run_keys
         seen |= set(config)
@@ -163,7 +168,7 @@ def _rows(run_dir: Path) -> list[dict]:
 
 def _first_train_arrays(grid: ClientAppGrid) -> dict[str, np.ndarray]:
     first = next(m for m in grid.instructions if m.metadata.message_type == "train")
-    return {k: a.numpy() for k, a in first.content["arrays"].items()}
+    return unpack(first.content)
 
 
 def test_resume_continues_from_the_last_checkpoint(data_root: Path, tmp_path: Path) -> None:
@@ -208,7 +213,7 @@ def _poison(kind: str):
     def tamper(node: int, instruction: Message, reply: Message) -> Message:
         if node != 101 or reply.metadata.message_type != "train" or reply.has_error():
             return reply
-        arrays = {k: a.numpy().copy() for k, a in reply.content["arrays"].items()}
+        arrays = {k: v.copy() for k, v in unpack(reply.content).items()}
         key = next(iter(arrays))
         if kind == "nan":
             arrays[key][...] = np.nan
@@ -216,12 +221,7 @@ def _poison(kind: str):
             arrays[key] = arrays[key].reshape(-1)[:-1]
         else:
             arrays = {k: v + 1e4 for k, v in arrays.items()}
-        content = RecordDict(
-            {
-                "arrays": ArrayRecord({k: Array(v) for k, v in arrays.items()}),
-                "metrics": reply.content["metrics"],
-            }
-        )
+        content = RecordDict({**pack(arrays), "metrics": reply.content["metrics"]})
         return Message(content, reply_to=instruction)
 
     return tamper

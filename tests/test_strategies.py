@@ -32,6 +32,7 @@ from fedsynth.strategies import (
     build_strategy,
     validate_replies,
 )
+from fedsynth.transport import pack, unpack
 
 Weights = dict[str, np.ndarray]
 
@@ -57,7 +58,7 @@ def instruction(node_id: int, message_type: str = MessageType.TRAIN) -> Message:
 def reply_content(weights: Weights, num_examples: float, **metrics: float) -> RecordDict:
     return RecordDict(
         {
-            "arrays": ArrayRecord({k: Array(np.asarray(v)) for k, v in weights.items()}),
+            **pack(weights),
             "metrics": MetricRecord({"num-examples": num_examples, **metrics}),
         }
     )
@@ -278,7 +279,7 @@ def test_start_runs_rounds_through_a_fake_grid_and_survives_a_poisoned_site() ->
     def client(node: int, msg: Message) -> RecordDict:
         if msg.metadata.message_type == MessageType.EVALUATE:
             return RecordDict({"metrics": MetricRecord({"num-examples": 5, "mae": 0.1})})
-        weights = shifted(0.1, as_numpy(msg.content["arrays"]))
+        weights = shifted(0.1, unpack(msg.content))
         if node == 13 and msg.content["config"]["server-round"] == 2:
             return _nan(weights)
         return reply_content(weights, 10)

@@ -12,7 +12,16 @@ import fedsynth
 PACKAGE = Path(fedsynth.__file__).parent
 # Lowest first. A module may import its own layer's modules (acyclically) and lower layers.
 LAYERS: list[tuple[str, ...]] = [
-    ("atomic", "flat", "instruction", "data", "strategies", "pretrained"),
+    (
+        "atomic",
+        "flat",
+        "instruction",
+        "reply_metrics",
+        "data",
+        "strategies",
+        "pretrained",
+        "transport",
+    ),
     ("models",),
     ("privacy",),
     ("training", "evaluation"),
@@ -26,6 +35,7 @@ FLOWER_FREE = (
     "atomic",
     "flat",
     "instruction",
+    "reply_metrics",
     "data",
     "models",
     "privacy",

@@ -5,9 +5,9 @@ the deflated message (Message, RecordDict, ArrayRecord, MetricRecord, each Array
 and its ArrayChunks), protobuf bytes (HTTP/gRPC framing excluded) — versus the raw shared
 parameters (Σ numel × itemsize of the shared state-dict entries, from the model).
 
-The instruction is built as Flower's FedAvg builds it (the shared arrays and the run's flat
-ConfigRecord with `server-round`), the reply by calling the product's ClientApp on it in this
-process with a simulation node config (partition 0).
+The instruction is built as the project's strategies build it (the shared arrays packed by
+`fedsynth.transport` and the ConfigRecord with `server-round`), the reply by calling the
+product's ClientApp on it in this process with a simulation node config (partition 0).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import uuid
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
 from fedsynth.client.app import _reply
@@ -24,6 +24,7 @@ from fedsynth.config import FedsynthConfig
 from fedsynth.instruction import SERVER_ROUND, round_config
 from fedsynth.models import build_model
 from fedsynth.simulations.scenarios import scenario_config
+from fedsynth.transport import pack, unpack
 
 
 def upload_bytes(msg: Message, node_id: int = 7_300_000_000_000_000_001) -> int:
@@ -86,7 +87,7 @@ def exchange(cfg: FedsynthConfig, sites: int) -> tuple[Message, Message]:
     _, arrays, _ = shared_state(cfg)
     content = RecordDict(
         {
-            "arrays": ArrayRecord({k: Array(v) for k, v in arrays.items()}),
+            **pack(arrays),
             "config": ConfigRecord({SERVER_ROUND: 1, **round_config(0)}),
         }
     )
@@ -106,9 +107,10 @@ def byte_figures(cfg: FedsynthConfig, sites: int) -> dict[str, float]:
     reply, built by the ClientApp's own `_reply` around perturbed shared tensors."""
     keys, _, raw = shared_state(cfg)
     ins, rep = exchange(cfg, sites)
-    if list(rep.content["arrays"].keys()) != keys:
+    replied = unpack(rep.content)
+    if list(replied) != keys:
         raise RuntimeError("the reply's arrays are not the model's shared tensors")
-    params = sum(a.numpy().size for a in rep.content["arrays"].values())
+    params = sum(a.size for a in replied.values())
     up, down = upload_bytes(rep), upload_bytes(ins)
     out = {
         "tiny_shared_tensors": len(keys),

@@ -5,7 +5,8 @@ Which site a node is comes from its node config, what it trains from the run con
 (`fedsynth.client.node`). An instruction carries only per-message values: the round and a
 strategy's own (FedProx's μ; `fedsynth.instruction`). With `federation.secure-aggregation`
 the instructions come in Flower's legacy format and go to the SecAgg+ adapter
-`fedsynth.client.secure` (same `Site`, same state).
+`fedsynth.client.secure` (same `Site`, same state). Shared tensors travel packed both ways
+(`fedsynth.transport`).
 """
 
 from __future__ import annotations
@@ -13,25 +14,21 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any
 
 # Before torch loads OpenMP (Flower starts a fresh process per message in a deployment): idle
 # threads sleep instead of spinning, else a step is 10-40x slower on a busy machine.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict  # noqa: E402
+from flwr.app import Context, Message, MetricRecord, RecordDict  # noqa: E402
 from flwr.clientapp import ClientApp  # noqa: E402
 
 from fedsynth.client.node import open_site  # noqa: E402
 from fedsynth.client.site import Site  # noqa: E402
 from fedsynth.instruction import absolute_round, proximal_mu  # noqa: E402
+from fedsynth.transport import pack, unpack  # noqa: E402
 
 log = logging.getLogger(__name__)
 app = ClientApp()
-
-
-def _arrays(msg: Message) -> dict[str, Any]:
-    return {k: a.numpy() for k, a in msg.content["arrays"].items()}
 
 
 def _is_secure(msg: Message) -> bool:
@@ -40,10 +37,10 @@ def _is_secure(msg: Message) -> bool:
 
 
 def _reply(msg: Message, site: Site | None, metrics: dict[str, float]) -> Message:
-    content = RecordDict({"metrics": MetricRecord(metrics)})
+    records = {"metrics": MetricRecord(metrics)}
     if site is not None:
-        content["arrays"] = ArrayRecord({k: Array(v) for k, v in site.shared_arrays().items()})
-    return Message(content=content, reply_to=msg)
+        records |= pack(site.shared_arrays())
+    return Message(content=RecordDict(records), reply_to=msg)
 
 
 def _timed(reply: Message, msg: Message, site: Site, started: float) -> Message:
@@ -73,7 +70,7 @@ def train(msg: Message, context: Context) -> Message:
     site = open_site(context.run_config, context.node_config)
     # μ comes from the strategy that uses it (Flower's FedProx adds "proximal-mu"), never
     # from the run config: any other strategy trains without a proximal term.
-    metrics = site.train_round(_arrays(msg), absolute_round(config), proximal_mu(config))
+    metrics = site.train_round(unpack(msg.content), absolute_round(config), proximal_mu(config))
     return _timed(_reply(msg, site, metrics), msg, site, started)
 
 
@@ -87,5 +84,5 @@ def evaluate(msg: Message, context: Context) -> Message:
     started = time.time()
     absolute_round(msg.content["config"])  # refuses an instruction that carries settings
     site = open_site(context.run_config, context.node_config)
-    site.receive(_arrays(msg))
+    site.receive(unpack(msg.content))
     return _timed(_reply(msg, None, site.evaluate()), msg, site, started)

@@ -24,6 +24,7 @@ from fedsynth.client.state_dir import SiteStateDir
 from fedsynth.config import FedsynthConfig
 from fedsynth.data.pipeline import prepare_sites
 from fedsynth.data.slices import SiteData
+from fedsynth.reply_metrics import SCORES, received
 from fedsynth.training import SHAREABLE_METRICS, LocalState, train_local
 from fedsynth.training.engine import Proximal
 
@@ -128,7 +129,9 @@ class Site:
             proximal_mu: FedProx's μ as the strategy sent it (0: no proximal term).
 
         Returns:
-            The reply's metrics; afterwards `shared_arrays()` is this round's update.
+            The reply's metrics; afterwards `shared_arrays()` is this round's update. With
+            `federation.evaluate-in-train` they include this site's scores of the received
+            global model, before training on it (`fedsynth.reply_metrics.received`).
         """
         run = str(self.cfg.federation.run_path)
         done = already_trained(self.identity.state.rounds(), run, server_round)
@@ -136,7 +139,8 @@ class Site:
             log.warning("site %s: round already trained, replaying its reply", self.identity.name)
             return done["metrics"]
         self.receive(arrays)
-        metrics = self.train(self.cfg.federation.local_steps, proximal_mu)
+        scores = received(self.evaluate()) if self.cfg.federation.evaluate_in_train else {}
+        metrics = self.train(self.cfg.federation.local_steps, proximal_mu) | scores
         self.identity.state.append_round(
             {
                 "run": run,
@@ -197,16 +201,15 @@ class Site:
         from fedsynth.evaluation.evaluate import evaluate_translation  # monai: only here
 
         m = self.cfg.model
-        keys = ("psnr_brain", "ssim_brain", "mae_brain", "psnr_whole", "ssim_whole", "mae_whole")
         if not {m.source, m.target} <= set(self.data.test):
             # A site without that pair of contrasts scores nothing: same keys (Flower needs
             # them at every site), no weight in any average.
-            summary, count = dict.fromkeys(keys, math.nan), 0
+            summary, count = dict.fromkeys(SCORES, math.nan), 0
         else:
             metrics = evaluate_translation(self.model, self.data.test, m.source, m.target)
             summary, count = metrics.aggregate(), len(self.data.test[m.source])
         return {
             "num-examples": float(count),
             "site-id": float(self.identity.site_id),
-            **{k: summary[k] for k in keys},
+            **{k: summary[k] for k in SCORES},
         }

@@ -35,8 +35,10 @@ from fedsynth.strategies import ValidatedAggregation, build_strategy
 log = logging.getLogger(__name__)
 
 
-def strategy_for(cfg: FedsynthConfig) -> ValidatedAggregation:
-    """The configured strategy with the federation's node minimums and validation."""
+def strategy_for(cfg: FedsynthConfig, num_rounds: int) -> ValidatedAggregation:
+    """The configured strategy with the federation's node minimums and validation, for a
+    `flwr run` of `num_rounds` rounds: with `federation.evaluate-in-train` only its last round
+    sends evaluate messages (its model is the one no later train reply scores)."""
     fed = cfg.federation
     knobs: dict[str, Any] = dict(
         fraction_train=fed.fraction_train,
@@ -45,6 +47,8 @@ def strategy_for(cfg: FedsynthConfig) -> ValidatedAggregation:
         min_evaluate_nodes=fed.min_nodes,
         min_available_nodes=fed.min_nodes,
         norm_factor=fed.norm_factor,
+        evaluate_in_train=fed.evaluate_in_train,
+        evaluate_rounds={num_rounds} if fed.evaluate_in_train else None,
     )
     extra = {
         "fedprox": {"proximal_mu": fed.proximal_mu},
@@ -120,7 +124,7 @@ def _run_rounds(
     names: dict[int, str],
 ) -> None:
     """The rounds on Flower's Message API with the configured validated strategy."""
-    strategy = strategy_for(cfg)
+    strategy = strategy_for(cfg, num_rounds)
     nodes: dict[int, str] = {}
 
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:

@@ -21,6 +21,7 @@ from fedsynth.evaluation.evaluate import evaluate_translation, save_sample_grid
 from fedsynth.evaluation.metrics import SynthesisMetrics
 from fedsynth.evaluation.suite import served_directions
 from fedsynth.models import SynthesisModel
+from fedsynth.reply_metrics import RECEIVED
 from fedsynth.server.run_dir import RunDirectory
 from fedsynth.server.tensorboard import NOTICE, RoundBoard
 
@@ -93,7 +94,9 @@ def site_rows(
 
     `replies[phase][node]` holds `status`, `reason` and `metrics` of one reply. Sites name
     themselves by a numeric `site-id` in their metrics; `nodes` remembers which node was which
-    site, so an error reply (no metrics) is still put under its site's name.
+    site, so an error reply (no metrics) is still put under its site's name. A train reply's
+    scores of the model it received (`fedsynth.reply_metrics`) go under `received/…`: they
+    score the previous round's global model, not this round's (`evaluate/…`).
     """
     rows: dict[str, Any] = {}
     for phase in ("train", "evaluate"):
@@ -105,12 +108,19 @@ def site_rows(
             row[f"{phase}_status"] = reply["status"] + (
                 f": {reply['reason']}" if reply["reason"] else ""
             )
-            row |= {f"{phase}/{k}": v for k, v in reply["metrics"].items() if k != "site-id"}
+            row |= {_column(phase, k): v for k, v in reply["metrics"].items() if k != "site-id"}
     return rows
 
 
+def _column(phase: str, key: str) -> str:
+    if phase == "train" and key.startswith(RECEIVED):
+        return "received/" + key.removeprefix(RECEIVED)
+    return f"{phase}/{key}"
+
+
 def round_line(row: Mapping[str, Any], total: int) -> str:
-    """One line per round: time, the server's evaluation, each site's status and ε."""
+    """One line per round: time, the server's evaluation, each site's status, ε and (with
+    evaluate-in-train) its PSNR of the model it received: the previous round's."""
     parts = [f"round {row['round']}/{total} ({row['seconds']:.0f} s)"]
     server = row["server"]
     if server:
@@ -120,6 +130,9 @@ def round_line(row: Mapping[str, Any], total: int) -> str:
         bit = f"{name}: {site.get('train_status', 'no reply').split(':')[0]}"
         if eps is not None:
             bit += f" ε={eps:.2f}"
+        if "received/psnr_brain" in site:
+            psnr = site["received/psnr_brain"]
+            bit += f" PSNR of round {row['received_round']}'s model {psnr:.2f}"
         parts.append(bit)
     return " · ".join(parts)
 
@@ -193,6 +206,8 @@ class RoundRecorder:
             "sites": sites,
             "timings": {**(timings or {}), "server_eval_seconds": evaluated, "end": time.time()},
         }
+        if self.cfg.federation.evaluate_in_train:  # whose model the `received/…` scores are
+            row["received_round"] = global_round - 1
         self.run.append_metrics(row)
         self.board.write(row, self._directions, sample)
         log.info("%s", round_line(row, self.cfg.federation.num_rounds))

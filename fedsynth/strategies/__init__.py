@@ -1,7 +1,8 @@
 """GAN-aware federated strategies on `flwr.serverapp.strategy`, usable by a plain ServerApp.
 
-Each site replies with one ArrayRecord — the tensors it shares, keyed by state-dict name
-(`G_AB.model.1.weight`) — and one MetricRecord with a scalar `num-examples`. *What* is shared
+Each site replies with the tensors it shares, by state-dict name (`G_AB.model.1.weight`),
+packed into one ArrayRecord plus its index (`fedsynth.transport`; validation unpacks them
+before Flower's rule runs), and one MetricRecord with a scalar `num-examples`. *What* is shared
 is decided at the site, so the server aggregates exactly the keys that arrive and holds
 nothing else:
 

@@ -6,23 +6,38 @@ that sees client updates, `aggregate_train`: replies are checked by
 `rejections`), and the rest — plus any error replies, which Flower logs itself — go to the
 Flower strategy's own `aggregate_train`, so Flower's reply checks and aggregation rule (FedAvg,
 McMahan et al. 2017; FedProx, Li et al. 2020; FedAdam, Reddi et al. 2021; median / trimmed mean,
-Yin et al. 2018) are reused unchanged. `configure_train` only remembers the arrays sent, the
+Yin et al. 2018) are reused unchanged. `configure_train` remembers the arrays sent, the
 reference every update is compared with (as Flower's FedOpt does for its own reference).
+
+The Flower loop keeps the global model one Array per tensor; only the wire is packed
+(`fedsynth.transport`): `configure_train`/`configure_evaluate` pack the instructions, and
+`validate_replies` hands the accepted replies to the Flower rule unpacked again.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.exception import AggregationError
 from flwr.serverapp.strategy import FedAvg
 
+from fedsynth.reply_metrics import RECEIVED_KEYS
 from fedsynth.strategies.validation import Rejection, validate_replies
+from fedsynth.transport import pack
+
+
+def _packed(messages: Iterable[Message], arrays: dict[str, np.ndarray]) -> list[Message]:
+    """The instructions with `arrays` packed once for all of them (`fedsynth.transport`)."""
+    messages = list(messages)
+    records = pack(arrays) if messages else {}
+    for msg in messages:
+        msg.content = RecordDict(dict(msg.content) | records)
+    return messages
 
 
 class ValidatedAggregation(FedAvg):
@@ -38,6 +53,11 @@ class ValidatedAggregation(FedAvg):
             1; `math.inf` disables the test. Defaults to 10.0.
         norm_floor (float): lower bound on that median, so a round where every update is tiny does
             not reject a site for a merely small one. Defaults to 1e-3.
+        evaluate_in_train (bool): train replies carry the sites' scores of the model they
+            received (`federation.evaluate-in-train`): validation then requires exactly
+            `fedsynth.reply_metrics.RECEIVED_KEYS` among them, else none. Defaults to False.
+        evaluate_rounds (Collection[int] | None): the rounds that send evaluate messages; None:
+            every round. Defaults to None.
         **kwargs: passed on to the Flower strategy.
 
     Attributes:
@@ -53,7 +73,15 @@ class ValidatedAggregation(FedAvg):
             round's time line (its metrics line carries it; benchmarks/federation.py reads it).
     """
 
-    def __init__(self, *, norm_factor: float = 10.0, norm_floor: float = 1e-3, **kwargs: Any):
+    def __init__(
+        self,
+        *,
+        norm_factor: float = 10.0,
+        norm_floor: float = 1e-3,
+        evaluate_in_train: bool = False,
+        evaluate_rounds: Collection[int] | None = None,
+        **kwargs: Any,
+    ):
         super().__init__(**kwargs)
         if not norm_factor > 1:
             raise ValueError(f"norm_factor must be > 1, got {norm_factor!r}")
@@ -61,6 +89,8 @@ class ValidatedAggregation(FedAvg):
             raise ValueError(f"norm_floor must be >= 0, got {norm_floor!r}")
         self.norm_factor = norm_factor
         self.norm_floor = norm_floor
+        self.received_keys = RECEIVED_KEYS if evaluate_in_train else frozenset()
+        self.evaluate_rounds = evaluate_rounds
         self.rejections: list[Rejection] = []
         self.replies: dict[tuple[int, str], dict[int, dict[str, Any]]] = {}
         self.phase_times: dict[tuple[int, str], dict[str, float]] = {}
@@ -72,15 +102,22 @@ class ValidatedAggregation(FedAvg):
         """Remember the arrays sent this round: the reference for validation and dtypes."""
         start = time.time()
         self._global_arrays = {key: array.numpy() for key, array in arrays.items()}
-        messages = list(super().configure_train(server_round, arrays, config, grid))
+        messages = _packed(
+            super().configure_train(server_round, arrays, config, grid), self._global_arrays
+        )
         self.phase_times[(server_round, "train")] = {"start": start, "sent": time.time()}
         return messages
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
+        if self.evaluate_rounds is not None and server_round not in self.evaluate_rounds:
+            return []
         start = time.time()
-        messages = list(super().configure_evaluate(server_round, arrays, config, grid))
+        messages = _packed(
+            super().configure_evaluate(server_round, arrays, config, grid),
+            {key: array.numpy() for key, array in arrays.items()},
+        )
         self.phase_times[(server_round, "evaluate")] = {"start": start, "sent": time.time()}
         return messages
 
@@ -100,6 +137,7 @@ class ValidatedAggregation(FedAvg):
             norm_factor=self.norm_factor,
             norm_floor=self.norm_floor,
             weighted_by_key=self.weighted_by_key,
+            received_keys=self.received_keys,
         )
         self.rejections.extend(rejected)
         self._record(server_round, "train", replies, rejected)

@@ -13,28 +13,39 @@ Rules, in order; the first that fails is the reply's reason:
 1. Structure: exactly one `ArrayRecord` and one `MetricRecord`, whose `num-examples` (the
    weighting key) is a finite number > 0 — a zero or negative weight would divide by zero or
    invert the average.
-2. Names: the array keys equal the global key set (missing and extra keys are named).
-3. Arrays: each decodes as a NumPy array with the global array's shape and dtype (checked on the
-   decoded data, not the declared metadata) and holds only finite values.
-4. Layout: the names of the two records and the set of metric keys agree with the most common
-   layout among the remaining replies (Flower aborts the run when they differ).
+2. Names: the tensors unpack (`fedsynth.transport.unpack`: an index and packed arrays that
+   agree, else the reason names the tensor or packed array at fault) and their names equal
+   the global key set (missing and extra keys are named).
+3. Arrays: each tensor has the global array's shape and dtype (checked on the decoded packed
+   data, not only the index) and holds only finite values.
+4. Layout: the metrics prefixed `received-` (a train reply's scores of the model the site
+   received, `fedsynth.reply_metrics`) are exactly `received_keys` (none unless the run
+   evaluates in train replies; missing and extra ones are named), and the names of the two
+   records and the set of metric keys agree with the most common layout among the remaining
+   replies (Flower aborts the run when they differ).
 5. Norm outlier: with d_i = ||w_i - w_global||_2 over all shared tensors, reply i is rejected
    when d_i > norm_factor * max(median{d_j : j != i}, norm_floor). Comparing with the median of
    the *other* replies keeps an outlier from inflating its own reference and still works with
    two sites; `norm_floor` keeps a round where every update is tiny (or zero) from rejecting a
    site for a merely small update. A lone reply has no peers, so rule 5 does not apply to it.
+
+Accepted replies come back unpacked (one Array per tensor), as Flower's rules aggregate them.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
-from flwr.app import Message
+from flwr.app import Array, ArrayRecord, Message, RecordDict
+
+from fedsynth.reply_metrics import RECEIVED
+from fedsynth.transport import ARRAYS, PackingError, unpack
 
 logger = logging.getLogger(__name__)
 
@@ -72,10 +83,16 @@ def _structure_error(msg: Message, weighted_by_key: str) -> str | None:
     return None
 
 
-def _update_norm(msg: Message, reference: Mapping[str, np.ndarray]) -> float | str:
-    """Rules 2-3: the update's L2 distance from the global arrays, or why it is invalid."""
-    record = next(iter(msg.content.array_records.values()))
-    keys, expected = set(record.keys()), set(reference)
+def _update_norm(
+    msg: Message, reference: Mapping[str, np.ndarray]
+) -> tuple[float, dict[str, np.ndarray]] | str:
+    """Rules 2-3: the update's L2 distance from the global arrays and its tensors, or why it
+    is invalid."""
+    try:
+        arrays = unpack(msg.content)
+    except PackingError as err:
+        return str(err)
+    keys, expected = set(arrays), set(reference)
     if keys != expected:
         problems = []
         if expected - keys:
@@ -84,11 +101,7 @@ def _update_norm(msg: Message, reference: Mapping[str, np.ndarray]) -> float | s
             problems.append(f"extra keys {_names(keys - expected)}")
         return "; ".join(problems)
     squared = 0.0
-    for key, array in record.items():
-        try:
-            value = array.numpy()
-        except (TypeError, ValueError) as err:
-            return f"array {key!r} does not decode: {err}"
+    for key, value in arrays.items():
         ref = reference[key]
         if value.shape != ref.shape:
             return f"array {key!r} has shape {value.shape}, global is {ref.shape}"
@@ -99,7 +112,30 @@ def _update_norm(msg: Message, reference: Mapping[str, np.ndarray]) -> float | s
         squared += float(np.sum((value.astype(np.float64) - ref) ** 2))
     if not math.isfinite(squared):
         return "update norm overflows float64"
-    return math.sqrt(squared)
+    return math.sqrt(squared), arrays
+
+
+def _unpacked(msg: Message, arrays: Mapping[str, np.ndarray]) -> Message:
+    """A copy of reply `msg` carrying `arrays` one Array per tensor (what Flower aggregates)."""
+    copied = copy.copy(msg)
+    records = {k: r for k, r in msg.content.items() if k not in msg.content.config_records}
+    records[ARRAYS] = ArrayRecord({k: Array(v) for k, v in arrays.items()})
+    copied.content = RecordDict(records)
+    return copied
+
+
+def _evaluation_error(msg: Message, expected: Collection[str]) -> str | None:
+    """Rule 4, first part: a train reply's evaluation metrics are exactly the allowed ones."""
+    metrics = next(iter(msg.content.metric_records.values()))
+    keys, wanted = {k for k in metrics if k.startswith(RECEIVED)}, set(expected)
+    if keys == wanted:
+        return None
+    problems = []
+    if wanted - keys:
+        problems.append(f"missing {_names(wanted - keys)}")
+    if keys - wanted:
+        problems.append(f"unexpected {_names(keys - wanted)}")
+    return "evaluation metrics: " + "; ".join(problems)
 
 
 def _layout(msg: Message) -> tuple[str, str, frozenset[str]]:
@@ -127,11 +163,13 @@ def validate_replies(
     norm_factor: float = 10.0,
     norm_floor: float = 1e-3,
     weighted_by_key: str = WEIGHT_KEY,
+    received_keys: Collection[str] = frozenset(),
 ) -> tuple[list[Message], list[Rejection]]:
     """Split training replies (all carrying content) into accepted ones and logged rejections.
 
     `global_arrays` are the arrays sent to the sites this round, decoded. Each rejection is
     logged at WARNING with the node id and reason; see the module docstring for the rules.
+    Accepted replies are returned unpacked (copies; the replies given are left as received).
     """
     rejections: list[Rejection] = []
 
@@ -141,12 +179,19 @@ def validate_replies(
         rejections.append(Rejection(server_round, node, reason))
 
     norms: dict[int, float] = {}
+    decoded: dict[int, dict[str, np.ndarray]] = {}
     for i, msg in enumerate(replies):
         outcome = _structure_error(msg, weighted_by_key) or _update_norm(msg, global_arrays)
         if isinstance(outcome, str):
             reject(msg, outcome)
         else:
-            norms[i] = outcome
+            norms[i], decoded[i] = outcome
+
+    for i in list(norms):
+        problem = _evaluation_error(replies[i], received_keys)
+        if problem:
+            reject(replies[i], problem)
+            del norms[i]
 
     layouts = {i: _layout(replies[i]) for i in norms}
     if layouts:
@@ -167,5 +212,5 @@ def validate_replies(
                 f"replies, floor {norm_floor:g}) = {limit:.4g}",
             )
         else:
-            accepted.append(replies[i])
+            accepted.append(_unpacked(replies[i], decoded[i]))
     return accepted, rejections
