@@ -15,6 +15,7 @@ import pytest
 from conftest import write_tiny_dataset
 
 from fedsynth.audit.accounting import check_run
+from fedsynth.audit.attacks import MembershipSets
 from fedsynth.audit.roc import auc, evaluate_attack, roc_curve, tpr_at_fpr
 from fedsynth.audit.run import audit_run
 from fedsynth.client.state_dir import SiteStateDir
@@ -168,6 +169,43 @@ def test_audit_of_a_unified_site_scores_the_contrasts_it_holds(tmp_path: Path) -
     for attack in doc["attacks"].values():
         assert attack["members"] == len(site.train["T1"]) + len(site.train["T2"])
         assert attack["nonmembers"] == len(site.test["T1"]) + len(site.test["T2"])
+
+    # a thinned audit: at most 3 slices of every subject and contrast, counted here
+    def kept(sets: dict) -> int:
+        return sum(
+            min(3, int(np.sum(s.subjects == u))) for s in sets.values() for u in set(s.subjects)
+        )
+
+    doc = audit_run(run, reference=cfg, bootstrap=20, slices_per_subject=3)
+    assert doc["slices_per_subject"] == 3
+    for attack in doc["attacks"].values():
+        assert attack["members"] == kept({m: site.train[m] for m in ("T1", "T2")})
+        assert attack["nonmembers"] == kept({m: site.test[m] for m in ("T1", "T2")})
+
+
+def test_thinned_audit_sets_keep_evenly_spaced_slices_of_every_subject() -> None:
+    """Subject a has 10 slices (positions 0..9, stored shuffled), b has 2: at most 4 each,
+    spread over a's extent (positions 0, 3, 6, 9); b keeps both. Membership is unchanged."""
+    positions = np.array([7, 2, 9, 0, 5, 1, 8, 3, 6, 4, 11, 10])
+    subjects = np.array(["a"] * 10 + ["b"] * 2)
+    n = len(positions)
+    images = positions[:, None, None] * np.ones((n, 4, 4), np.float32)
+
+    def slices(mod: str, who: np.ndarray) -> SliceSet:
+        return SliceSet(mod, images, np.ones((n, 4, 4), bool), who, positions)
+
+    sets = MembershipSets({"T1": slices("T1", subjects)}, {"T1": slices("T1", subjects + "x")})
+    thin = sets.thinned(4)
+    for which in ("members", "nonmembers"):
+        got = getattr(thin, which)["T1"]
+        by_subject = {u: sorted(got.positions[got.subjects == u].tolist()) for u in got.subjects}
+        suffix = "" if which == "members" else "x"
+        assert by_subject == {"a" + suffix: [0, 3, 6, 9], "b" + suffix: [10, 11]}
+        # each slice is still the slice at that position (rows taken together)
+        assert (got.images[:, 0, 0] == got.positions).all()
+    assert thin.fold_of("members")["T1"].tolist() == [0, 0, 0, 0, 1, 1]
+    with pytest.raises(ValueError, match="slices per subject 0"):
+        sets.thinned(0)
 
 
 def test_audit_without_checkpoints_says_so(overfitted_run: Path, tmp_path: Path) -> None:

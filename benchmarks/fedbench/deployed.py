@@ -1,7 +1,9 @@
 """The same rounds as a real deployment on loopback (`fedsynth.deploy.local`: SuperLink with
 TLS, authenticated SuperNodes, `flwr run`) and as a simulation with one CPU per site, on the
-same per-site data. Split of a warm deployment round: the `flwr-clientapp` processes (one per
-message; train, then evaluate; critical path = the slowest site), the rest = the ServerApp's
+same per-site data, both with `federation.evaluate-in-train` (one message per site and round;
+the last round's model is scored by one evaluate message). Split of a warm deployment round:
+the `flwr-clientapp` processes (one per message; critical path = the slowest site; the final
+evaluation spread over the rounds), the rest = the ServerApp's
 work + Flower's message latency (SuperNodes and the ServerApp's grid both poll every 3 s).
 Bytes: what the SuperLink's Fleet API counted for the run."""
 
@@ -19,6 +21,8 @@ from fedsynth.config import FedsynthConfig
 from fedsynth.data.toy import write_tiny_dataset
 from fedsynth.deploy.local import LocalFederation
 from fedsynth.simulations.scenarios import scenario_config
+
+IN_TRAIN = {"federation.evaluate-in-train": True}
 
 
 class ProcessWatch(threading.Thread):
@@ -109,13 +113,10 @@ def deployment_figures(
     ends = [json.loads(line)["seconds"] for line in (run_dir / "metrics.jsonl").open()]
     walls = [b - a for a, b in zip([0.0, *ends], ends, strict=False)]
     deploy_round = statistics.mean(walls[1:] or walls)
-    groups = [procs[i : i + sites] for i in range(0, len(procs), sites)]  # train, eval, …
-    critical = [max(e - s for s, e in g) for g in groups]
-    if flat.get("federation.fraction-evaluate", 1.0) > 0:
-        train_crit = statistics.mean(critical[2::2] or critical[0::2])
-        eval_crit = statistics.mean(critical[3::2] or critical[1::2] or [0.0])
-    else:  # every process is a training one
-        train_crit, eval_crit = statistics.mean(critical[1:] or critical), 0.0
+    groups = [procs[i : i + sites] for i in range(0, len(procs), sites)]  # one per phase
+    train, evaluate = _phases([max(e - s for s, e in g) for g in groups], flat, rounds)
+    train_crit = statistics.mean(train[1:] or train)  # warm rounds
+    eval_crit = sum(evaluate) / rounds  # per round: with evaluate-in-train, the last one only
     with sqlite3.connect(database) as db:
         sent, recv = db.execute("SELECT SUM(bytes_sent), SUM(bytes_recv) FROM run").fetchone()
     if compare:
@@ -134,14 +135,27 @@ def deployment_figures(
     }
 
 
+def _phases(critical: list[float], flat: dict, rounds: int) -> tuple[list[float], list[float]]:
+    """The per-phase critical paths (slowest site) split into train and evaluate phases, in
+    message order: train, evaluate, train, … — or, with `federation.evaluate-in-train`, every
+    round's train and one evaluate after the last (`fedsynth.reply_metrics`)."""
+    if not flat.get("federation.fraction-evaluate", 1.0) > 0:
+        return critical, []
+    if flat.get("federation.evaluate-in-train", False):
+        return critical[:rounds], critical[rounds:]
+    return critical[0::2], critical[1::2]
+
+
 def deployment_rows(quick: bool) -> list[tuple[str, dict]]:
     """Tiny model (the pessimistic case) and, in a full run, the demo model (phantom-3site:
     64 px, its sizes, DP on, its 40 local steps per round)."""
-    tiny = TINY | {"federation.num-rounds": 3, "federation.local-steps": 10}
+    # One message per site and round (`federation.evaluate-in-train`), as the README advises
+    # a deployment; the simulated twin runs the same config.
+    tiny = TINY | {"federation.num-rounds": 3, "federation.local-steps": 10} | IN_TRAIN
     if quick:  # checks that it runs: one round, no client evaluation, no simulation twin
         quick_flat = {"federation.num-rounds": 1, "federation.local-steps": 1}
         return [("deploy_tiny", TINY | quick_flat | {"federation.fraction-evaluate": 0.0})]
     default, demo = FedsynthConfig().to_flat(), scenario_config("phantom-3site").to_flat()
     demo = {k: v for k, v in demo.items() if v != default[k] and not k.startswith("federation")}
-    demo |= {"federation.num-rounds": 2, "federation.local-steps": 40}
+    demo |= {"federation.num-rounds": 2, "federation.local-steps": 40} | IN_TRAIN
     return [("deploy_tiny", tiny), ("deploy_demo", demo)]

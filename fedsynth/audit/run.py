@@ -47,12 +47,14 @@ def audit_run(
     reference: FedsynthConfig | None = None,
     reference_dir: Path | None = None,
     bootstrap: int = 1000,
+    slices_per_subject: int | None = None,
 ) -> dict[str, Any]:
     """Run every attack on one site of `run_dir`; write audit.json/.md and roc.png to `out`
     (default RUN_DIR/audit/SITE) and return the JSON document.
 
     reference: the recipe of the calibration references (default: the run's config without
-    DP); reference_dir: where they are cached (default OUT/references).
+    DP); reference_dir: where they are cached (default OUT/references); slices_per_subject:
+    score at most that many slices of each subject (`MembershipSets.thinned`; None: all).
     """
     run = RunDirectory(run_dir)
     cfg = run.config()
@@ -77,6 +79,8 @@ def audit_run(
     # By default the references train as long as a site of the run did.
     ref_cfg = reference or dataclasses.replace(cfg, train=cfg.federated_train)
     refs = reference_models(sets, ref_cfg, data.site, reference_dir or out / "references")
+    if slices_per_subject is not None:
+        sets = sets.thinned(slices_per_subject)
     results: list[AttackResult] = []
     for player, model in (("generators", shared), ("discriminators", local)):
         for name, (members, nonmembers) in attack_scores(model, player, sets, refs).items():
@@ -95,6 +99,7 @@ def audit_run(
         "generator_target": str(run.checkpoint_path(last)),
         "discriminator_target": str(local_path),
         "reference_steps": ref_cfg.train.steps,
+        "slices_per_subject": slices_per_subject or "all",
         "member_subjects": sorted({u for s in sets.members.values() for u in s.unique_subjects()}),
         "nonmember_subjects": sorted(
             {u for s in sets.nonmembers.values() for u in s.unique_subjects()}

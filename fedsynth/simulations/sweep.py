@@ -163,6 +163,7 @@ def run_sweep(
     audit_site: str | None = None,
     bootstrap: int = 1000,
     cpus_per_site: float = 1.0,
+    audit_slices_per_subject: int | None = None,
 ) -> list[dict[str, Any]]:
     """Run (or reuse) every setting, audit it, write the table and the figure."""
     from fedsynth.simulations.simulate import simulate
@@ -181,9 +182,11 @@ def run_sweep(
         key = setting_key(cfg)
         cached = out / "runs" / key / RESULT_FILE
         run_dir = cached.parent / "run"
-        if cached.is_file():
+        done = json.loads(cached.read_text()) if cached.is_file() else None
+        # a row is reused only if its audit scored the slices asked for now
+        if done is not None and done.get("audit_slices_per_subject") == audit_slices_per_subject:
             log.info("[%d/%d] %s: reusing %s", i, len(settings), setting.label, cached.parent)
-            rows.append(json.loads(cached.read_text()) | {"reused": True, "run_dir": str(run_dir)})
+            rows.append(done | {"reused": True, "run_dir": str(run_dir)})
             continue
         dp_text = f"σ={cfg.privacy.noise_multiplier:g}" if cfg.privacy.enabled else "DP off"
         log.info("[%d/%d] %s (%s) → %s", i, len(settings), setting.label, dp_text, cached.parent)
@@ -196,8 +199,10 @@ def run_sweep(
             reference=reference,
             reference_dir=out / "references",
             bootstrap=bootstrap,
+            slices_per_subject=audit_slices_per_subject,
         )
         row = _row(setting, cfg, run_dir, audit) | {"key": key, "run_dir": str(run_dir)}
+        row["audit_slices_per_subject"] = audit_slices_per_subject
         atomic_write_bytes(cached, json.dumps(row, indent=2).encode())
         rows.append(row | {"reused": False})
     write_table(rows, out)
