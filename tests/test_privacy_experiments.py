@@ -264,13 +264,19 @@ def test_sweep_writes_table_figure_and_reuses_a_finished_setting(sweep: dict) ->
 def test_audit_command_on_another_site(sweep: dict, tmp_path: Path) -> None:
     done = _fedsynth(
         "privacy", "audit", "--run", str(sweep["run"]), "--site", "hospB", "--out",
-        str(tmp_path / "audit"), "--reference-steps", "2", "--bootstrap", "20", env=sweep["env"],
+        str(tmp_path / "audit"), "--reference-steps", "2", "--bootstrap", "20",
+        "--slices-per-subject", "2", env=sweep["env"],
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "membership inference — site hospB" in done.stdout
     doc = json.loads((tmp_path / "audit" / "audit.json").read_text())
     assert doc["site"] == "hospB" and doc["reference_steps"] == 2
     assert len(doc["attacks"]) == 4
+    # two slices of each subject, per contrast of the CycleGAN (T1 and T2)
+    assert doc["slices_per_subject"] == 2
+    for attack in doc["attacks"].values():
+        assert attack["members"] <= 2 * 2 * len(doc["member_subjects"])
+        assert attack["nonmembers"] <= 2 * 2 * len(doc["nonmember_subjects"])
     assert (tmp_path / "audit" / "roc.png").stat().st_size > 0
     missing = _fedsynth("privacy", "audit", "--run", str(sweep["run"]), "--site", "nowhere",
                         env=sweep["env"])

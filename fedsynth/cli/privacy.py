@@ -25,7 +25,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     cfg = federated_run_config(args)
     dp = parse_sets(args.dp_set)  # the DP settings' own keys, in the same one parse
     private = federated_run_config(args, **dp) if dp else None
-    rows = run_sweep(cfg, settings, args.out, private, args.site, args.bootstrap)
+    rows = run_sweep(
+        cfg,
+        settings,
+        args.out,
+        private,
+        args.site,
+        args.bootstrap,
+        audit_slices_per_subject=args.slices_per_subject,
+    )
     table = Table(title=f"privacy sweep — {args.out / 'sweep.md'}")
     for col in ("setting", "σ", "ε max", "PSNR", "SSIM", "AUC G", "AUC G cal", "AUC D", "reused"):
         table.add_column(col)
@@ -46,6 +54,17 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _slices_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--slices-per-subject",
+        type=int,
+        default=None,
+        metavar="K",
+        help="score at most K evenly spaced slices of each subject (default: all); the "
+        "references still train on every slice",
+    )
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     from fedsynth.audit.run import audit_run
     from fedsynth.server.run_dir import RunDirectory
@@ -62,6 +81,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         args.state_dir,
         reference,
         bootstrap=args.bootstrap,
+        slices_per_subject=args.slices_per_subject,
     )
     table = Table(title=f"membership inference — site {doc['site']}, round {doc['round']}")
     for col in ("attack", "AUC [95% CI]", "bal. acc.", "TPR@1%FPR", "TPR@0.1%FPR"):
@@ -114,6 +134,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--site", default=None, help="site to audit (default: the first)")
     p.add_argument("--out", type=Path, default=Path("runs/sweep"))
     p.add_argument("--bootstrap", type=int, default=1000)
+    _slices_argument(p)
     add_federation_args(p)
     p.set_defaults(func=cmd_sweep)
 
@@ -130,6 +151,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="training steps of each calibration reference (default: the run's)",
     )
     p.add_argument("--bootstrap", type=int, default=1000)
+    _slices_argument(p)
     p.set_defaults(func=cmd_audit)
 
     p = commands.add_parser("check", help="recompute every site's ε from its history (Opacus)")
