@@ -83,6 +83,15 @@ FINETUNE: dict[str, object] = FOUNDATION_MODEL | {
 }
 
 
+def benchmark_phantom(root: Path, subjects: int) -> None:
+    """unified.py's benchmark phantom (seed 0, three sites, every contrast; the foundation
+    was trained on seed 1000) with a lesion in half of the subjects."""
+    config = PhantomConfig(
+        sites=3, subjects_per_site=subjects, lesions=True, lesion_fraction=0.5, seed=0
+    )
+    generate_phantom(config, root, progress=False)
+
+
 def fine_tune(cfg: FedsynthConfig, run_dir: Path, sites: int) -> tuple[object, dict]:
     """One Flower simulation from the foundation; the last round's global model and the
     run's result (ε for a DP run)."""
@@ -100,17 +109,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="fedsynth-foundation-") as tmp:
         root = Path(tmp)
         with timed("phantom"):
-            generate_phantom(
-                PhantomConfig(
-                    sites=3,
-                    subjects_per_site=setup["subjects"],
-                    lesions=True,
-                    lesion_fraction=0.5,
-                    seed=0,
-                ),
-                root / "phantom",
-                progress=False,
-            )
+            benchmark_phantom(root / "phantom", setup["subjects"])
         flat = FINETUNE | {
             "data.root": str(root / "phantom"),
             "data.cache-dir": str(root / "cache"),
