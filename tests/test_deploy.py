@@ -5,57 +5,26 @@ is bounded; each test has its own FLWR_HOME."""
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 from conftest import write_tiny_dataset
+from local_deploy import SITES, TINY, federation, finish_run, metrics_rows  # noqa: F401
 from payload_oracle import expected_shared_keys, unexpected_metrics
 
 from fedsynth.client.rounds import arrays_digest
 from fedsynth.client.state_dir import SiteStateDir
-from fedsynth.config import FedsynthConfig
 from fedsynth.deploy.certs import make_node_key, make_server_certificates
 from fedsynth.deploy.commands import node_config, run_command
-from fedsynth.deploy.local import LocalFederation
 from fedsynth.deploy.processes import stop, wait_for
 from fedsynth.models.checkpoint import load_checkpoint
-from fedsynth.simulations.scenarios import TINY_MODEL
-
-SITES = ("hospA", "hospB", "hospC")
-# The whole run config on top of pyproject's (the demo's recipe, whose 64-px warm start does
-# not fit the tiny model): FedsynthConfig's defaults, slice-level DP from scratch, tiny sizes.
-TINY = (
-    FedsynthConfig().to_flat()
-    | {"privacy.unit": "slice"}
-    | TINY_MODEL
-    | {
-        "train.batch-size": 4,
-        "federation.local-steps": 1,
-        "federation.num-rounds": 2,
-        "federation.round-timeout": 120.0,
-    }
-)
 
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory) -> Path:
     return write_tiny_dataset(tmp_path_factory.mktemp("deploy") / "data", sites=SITES, n=4)
-
-
-@pytest.fixture
-def federation(tmp_path, data_root):
-    fed = LocalFederation(tmp_path, data_root)
-    try:
-        yield fed
-    finally:
-        fed.stop_all()
-
-
-def _rows(fed: LocalFederation) -> list[dict]:
-    return [json.loads(line) for line in (fed.run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 def test_key_material_is_what_flower_reads(tmp_path: Path) -> None:
@@ -112,16 +81,7 @@ def test_commands_and_node_config(tmp_path: Path, capsys) -> None:
     assert "none.key: missing" in capsys.readouterr().out
 
 
-def _finish(proc: subprocess.Popen, fed: LocalFederation, timeout: float = 240) -> None:
-    try:
-        code = proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"flwr run still running after {timeout} s:\n{fed.log('flwr-run')[-3000:]}")
-    assert code == 0, fed.log("flwr-run")[-3000:]
-    assert fed.status()["status"] == "complete", fed.status()
-
-
-def test_run_completes_when_a_site_dies_mid_run(federation) -> None:
+def test_run_completes_when_a_site_dies_mid_run(federation) -> None:  # noqa: F811
     """(c) hospC's SuperNode is killed after round 1: round 2 goes on with hospA and hospB
     once the round timeout passes."""
     fed = federation
@@ -136,8 +96,8 @@ def test_run_completes_when_a_site_dies_mid_run(federation) -> None:
     run = fed.run(TINY | quick | {"federation.round-timeout": 90.0, "federation.min-nodes": 2})
     wait_for(lambda: fed.checkpoint(1).is_file(), 240, "round 1's checkpoint")
     stop(fed.procs["hospC"], signal.SIGKILL)
-    _finish(run, fed)
-    rows = _rows(fed)
+    finish_run(run, fed)
+    rows = metrics_rows(fed)
     assert [r["round"] for r in rows] == [1, 2]
     assert len(rows[0]["sites"]) == 3
     trained = [s for s in rows[1]["sites"].values() if s.get("train_status") == "accepted"]
@@ -146,7 +106,7 @@ def test_run_completes_when_a_site_dies_mid_run(federation) -> None:
     assert len(SiteStateDir(fed.site_state("hospC")).rounds()) == 1
 
 
-def test_tls_authenticated_run_survives_a_server_crash(federation) -> None:
+def test_tls_authenticated_run_survives_a_server_crash(federation) -> None:  # noqa: F811
     """(a) TLS + SuperNode authentication, 2 sites, 2 rounds (train + evaluate), checkpoints;
     (b) a SuperNode whose key is not on the allow-list is refused; (d) the SuperLink and its
     ServerApp are killed at a deterministic point — after both sites logged training round 2,
@@ -178,8 +138,8 @@ def test_tls_authenticated_run_survives_a_server_crash(federation) -> None:
     fed.start_superlink()  # same port and database: the SuperNodes reconnect by themselves
     # Round 2 without client evaluation (one process start less per site; covered in round 1).
     resume = {"federation.resume-from": str(fed.run_dir), "federation.fraction-evaluate": 0.0}
-    _finish(fed.run(TINY | resume), fed)
-    rows = _rows(fed)
+    finish_run(fed.run(TINY | resume), fed)
+    rows = metrics_rows(fed)
     assert [r["round"] for r in rows] == [1, 2]
     assert fed.checkpoint(1).read_bytes() == round1
     ckpt2 = load_checkpoint(fed.checkpoint(2))

@@ -14,17 +14,13 @@ from flower_grid import ClientAppGrid, set_task_identity
 from flwr.app import Error, Message
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
 from safetensors.torch import load_file
+from secagg_oracle import aggregate_bound, weighted_mean
 from test_federation import data_root, make  # noqa: F401 — the module's tiny 3-site data
 
 from fedsynth.client.app import app as client_app
 from fedsynth.models.checkpoint import load_checkpoint
 from fedsynth.server.app import run_federation
-from fedsynth.server.secure import (
-    CLIPPING_RANGE,
-    MAX_WEIGHT,
-    QUANTIZATION_RANGE,
-    SecureAggregationFailed,
-)
+from fedsynth.server.secure import SecureAggregationFailed
 
 
 @pytest.fixture(autouse=True)
@@ -73,20 +69,11 @@ def test_secure_aggregate_equals_weighted_fedavg(unequal_root: Path, tmp_path: P
         trained = json.loads((state_dir / "rounds.jsonl").read_text().splitlines()[0])
         counts.append(trained["metrics"]["num-examples"])
     assert len(set(counts)) == 3, counts
-    # SecAgg+ error, derived: each site sends round(r_i·x_i) on a grid of step 2c/T with
-    # r_i = n_i/M quantised to 1/T; the server divides the sum by Σ r_i. So the error is at
-    # most K·step/Σ r_i, plus the (smaller) effect of quantising the weights themselves.
-    step = 2 * CLIPPING_RANGE / QUANTIZATION_RANGE
-    ratios = [round(n / MAX_WEIGHT * QUANTIZATION_RANGE) / QUANTIZATION_RANGE for n in counts]
-    biggest = max(float(np.abs(u[k].numpy()).max()) for u in updates for k in shared)
-    pairs = zip(ratios, counts, strict=True)
-    weight_error = biggest * sum(abs(r - n / MAX_WEIGHT) for r, n in pairs)
-    bound = (len(sites) * step + 2 * weight_error) / sum(ratios)
+    # SecAgg+'s quantisation error, derived in secagg_oracle.aggregate_bound.
+    bound = aggregate_bound(counts, updates, shared)
 
     def mean(weights: list[float], key: str) -> np.ndarray:
-        pairs = zip(weights, updates, strict=True)
-        total = sum(w * u[key].numpy().astype(np.float64) for w, u in pairs)
-        return total / sum(weights)
+        return weighted_mean(weights, updates, key)
 
     worst = max(float(np.abs(aggregate[k].numpy() - mean(counts, k)).max()) for k in shared)
     assert worst <= bound, (worst, bound)

@@ -75,12 +75,15 @@ class LocalFederation:
     def wait_connected(self, site: str, timeout: float = 60) -> None:
         wait_for(lambda: "SuperNode ID" in self.log(site), timeout, f"{site} to connect")
 
-    def run(self, config: Mapping[str, bool | int | float | str]) -> subprocess.Popen:
-        """`flwr run --stream` into `run_dir` (log: logs/flwr-run.log)."""
+    def run(
+        self, config: Mapping[str, bool | int | float | str], app: Path = APP
+    ) -> subprocess.Popen:
+        """`flwr run --stream` of the Flower app in `app` (this checkout) into `run_dir`
+        (log: logs/flwr-run.log)."""
         flat = dict(config) | {"federation.run-dir": str(self.run_dir)}
         name = f"flwr-run-{sum(k.startswith('flwr-run') for k in self.procs)}"
         log = self.root / "logs" / "flwr-run.log"
-        self.procs[name] = start(run_command(APP, CONNECTION, flat), log, self.env)
+        self.procs[name] = start(run_command(app, CONNECTION, flat), log, self.env)
         return self.procs[name]
 
     def status(self) -> dict[str, str]:

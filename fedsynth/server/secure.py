@@ -12,6 +12,16 @@ Aggregation is plain weighted FedAvg over the shared tensors (weights = training
 SecAgg+'s quantisation: values are clipped to ±`CLIPPING_RANGE` and quantised to
 2**22 levels, weights to `num-examples / MAX_WEIGHT` on the same grid.
 
+Dropouts. `num_shares=1.0` makes each of the n sampled sites a neighbour of every other (n
+shares of each site's secrets) and `reconstruction_threshold=0.5` needs t = max(2,
+round(n/2)) of them (Flower's rule: t = 2 for n = 2…5). A site that drops out after the key
+exchange — its masks are already in the others' vectors — costs the round one timeout (or
+less: the SuperLink answers for a node whose heartbeat expired, ≤ 60 s), then the survivors'
+shares rebuild its key and remove its masks: the round completes with the survivors' weighted
+mean, as long as n − t or fewer sites are gone. With 3 sites (t = 2) one may drop out
+(tests/test_deploy_secure.py: a SuperNode killed mid-round, the aggregate checked against
+the two survivors' updates); with 2 sites (t = 2) none may.
+
 Flower logs "Secure aggregation halted" and carries on (exit code 0) when a round cannot be
 completed (too few sites left to unmask); here that round raises `SecureAggregationFailed`,
 and `run_federation` records the failure in the run directory's status.json.
