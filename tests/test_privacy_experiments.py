@@ -295,6 +295,18 @@ def test_epsilon_check_agrees_with_the_accountant(sweep: dict) -> None:
     assert done.returncode == 0 and "MISMATCH" not in done.stdout, done.stdout
 
 
+def test_epsilon_check_passes_over_a_node_that_only_errored(sweep: dict, tmp_path: Path) -> None:
+    """A ClientApp killed before its first reply (out of memory, a SuperNode killed) leaves
+    an unnamed `node-<id>` row with an error and no ε: the named sites are still checked."""
+    run = tmp_path / "run"
+    shutil.copytree(sweep["run"], run)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    rows[0]["sites"]["node-99"] = {"node": 99, "train_status": "error: worker killed"}
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    checks = check_run(run)
+    assert [c.site for c in checks] == ["hospA", "hospB"] and all(c.ok for c in checks)
+
+
 def test_epsilon_check_fails_on_a_tampered_history(sweep: dict, tmp_path: Path) -> None:
     run = tmp_path / "run"
     shutil.copytree(sweep["run"], run)

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from fedbench.simulated import TINY, simulate_measured
+from fedsynth.client.state_dir import SiteStateDir
 from fedsynth.config import FedsynthConfig
 from fedsynth.data.toy import write_tiny_dataset
 from fedsynth.deploy.local import LocalFederation
@@ -32,7 +33,7 @@ class ProcessWatch(threading.Thread):
     def __init__(self) -> None:
         super().__init__(daemon=True)
         self.live: dict[int, float] = {}
-        self.done: list[tuple[float, float]] = []
+        self.done: dict[int, tuple[float, float]] = {}  # pid -> (start, exit)
         self._stop_event = threading.Event()
 
     def run(self) -> None:
@@ -48,7 +49,7 @@ class ProcessWatch(threading.Thread):
             for pid in seen - set(self.live):
                 self.live[pid] = now
             for pid in set(self.live) - seen:
-                self.done.append((self.live.pop(pid), now))
+                self.done[pid] = (self.live.pop(pid), now)
             self._stop_event.wait(0.1)
 
     def stop(self) -> None:
@@ -56,8 +57,13 @@ class ProcessWatch(threading.Thread):
         self.join()
 
 
-def _deploy(work: Path, data: Path, flat: dict, names: tuple[str, ...]) -> tuple[Path, Path, list]:
-    """One deployment run; (run dir, SuperLink database, clientapp process lifetimes)."""
+def _deploy(
+    work: Path, data: Path, flat: dict, names: tuple[str, ...]
+) -> tuple[Path, Path, dict[tuple[str, int], float], int]:
+    """One deployment run: run dir, SuperLink database, the critical path of each (phase,
+    round) — its slowest `flwr-clientapp` process, start to exit, matched to the call by the
+    pid the site's own profiling log (`SiteStateDir.timings`) records — and how many
+    `flwr-clientapp` processes ran in all."""
     fed = LocalFederation(work, data)
     watch = ProcessWatch()
     try:
@@ -74,7 +80,32 @@ def _deploy(work: Path, data: Path, flat: dict, names: tuple[str, ...]) -> tuple
         fed.stop_all()
         if watch.is_alive():
             watch.stop()
-    return fed.run_dir, fed.database, sorted(watch.done)
+    critical: dict[tuple[str, int], float] = {}
+    for site in names:
+        for call in SiteStateDir(fed.site_state(site)).timings():
+            if call["pid"] in watch.done:
+                start, end = watch.done[call["pid"]]
+                key = (call["phase"], call["round"])
+                critical[key] = max(critical.get(key, 0.0), end - start)
+    return fed.run_dir, fed.database, critical, len(watch.done)
+
+
+def simulated_twin(work: Path, data: Path, flat: dict) -> list[dict]:
+    """The deployment's rounds as a simulation with one CPU per site, on the same per-site
+    data (`data/<site>`, one site per partition); its warm rounds' splits
+    (`simulate_measured`), or round 1's when it ran only one."""
+    cfg = FedsynthConfig.from_flat(
+        FedsynthConfig().to_flat()
+        | flat
+        | {
+            "data.root": str(data),
+            "data.cache-dir": str(work / "cache"),
+            "federation.run-dir": str(work / "run"),
+            "federation.server-eval": False,
+        }
+    )
+    rounds = simulate_measured(cfg, 1.0)["rounds"]
+    return [r for r in rounds if r["round"] >= 2] or rounds
 
 
 def deployment_figures(
@@ -90,18 +121,7 @@ def deployment_figures(
         f"{prefix}_local_steps": int(flat["federation.local-steps"]),
     }
     if compare:
-        cfg = FedsynthConfig.from_flat(
-            FedsynthConfig().to_flat()
-            | flat
-            | {
-                "data.root": str(data),
-                "data.cache-dir": str(work / f"{prefix}-cache"),
-                "federation.run-dir": str(work / f"{prefix}-sim"),
-                "federation.server-eval": False,
-            }
-        )
-        sim = simulate_measured(cfg, 1.0)
-        sim_warm = [r for r in sim["rounds"] if r["round"] >= 2] or sim["rounds"]
+        sim_warm = simulated_twin(work / f"{prefix}-sim", data, flat)
         figures[f"{prefix}_sim_round_seconds"] = statistics.mean(r["wall"] for r in sim_warm)
         figures[f"{prefix}_sim_client_train_seconds_per_site"] = (
             statistics.mean(r["client_train"] for r in sim_warm) / sites
@@ -109,12 +129,12 @@ def deployment_figures(
 
     # The whole config, as the simulated twin's (pyproject's own is the demo's recipe).
     whole = FedsynthConfig().to_flat() | flat
-    run_dir, database, procs = _deploy(work / f"{prefix}-deploy", data, whole, names)
+    run_dir, database, critical, processes = _deploy(work / f"{prefix}-deploy", data, whole, names)
     ends = [json.loads(line)["seconds"] for line in (run_dir / "metrics.jsonl").open()]
     walls = [b - a for a, b in zip([0.0, *ends], ends, strict=False)]
     deploy_round = statistics.mean(walls[1:] or walls)
-    groups = [procs[i : i + sites] for i in range(0, len(procs), sites)]  # one per phase
-    train, evaluate = _phases([max(e - s for s, e in g) for g in groups], flat, rounds)
+    train = [t for (phase, _), t in sorted(critical.items()) if phase == "train"]
+    evaluate = [t for (phase, _), t in critical.items() if phase == "evaluate"]
     train_crit = statistics.mean(train[1:] or train)  # warm rounds
     eval_crit = sum(evaluate) / rounds  # per round: with evaluate-in-train, the last one only
     with sqlite3.connect(database) as db:
@@ -129,21 +149,10 @@ def deployment_figures(
         f"{prefix}_deploy_train_process_seconds": train_crit,
         f"{prefix}_deploy_evaluate_process_seconds": eval_crit,
         f"{prefix}_deploy_server_and_messaging_seconds": deploy_round - train_crit - eval_crit,
-        f"{prefix}_deploy_processes_per_round": len(procs) / rounds,
+        f"{prefix}_deploy_processes_per_round": processes / rounds,
         f"{prefix}_deploy_fleet_bytes_per_round": (sent + recv) / rounds,
         f"{prefix}_deploy_fleet_bytes_per_site_per_round": (sent + recv) / rounds / sites,
     }
-
-
-def _phases(critical: list[float], flat: dict, rounds: int) -> tuple[list[float], list[float]]:
-    """The per-phase critical paths (slowest site) split into train and evaluate phases, in
-    message order: train, evaluate, train, … — or, with `federation.evaluate-in-train`, every
-    round's train and one evaluate after the last (`fedsynth.reply_metrics`)."""
-    if not flat.get("federation.fraction-evaluate", 1.0) > 0:
-        return critical, []
-    if flat.get("federation.evaluate-in-train", False):
-        return critical[:rounds], critical[rounds:]
-    return critical[0::2], critical[1::2]
 
 
 def deployment_rows(quick: bool) -> list[tuple[str, dict]]:

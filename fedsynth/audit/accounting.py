@@ -138,7 +138,10 @@ def check_site(
 def check_run(
     run_dir: Path, state_dir: Path | None = None, sites: list[str] | None = None
 ) -> list[SiteCheck]:
-    """Check every site (or `sites`) of a run that trained with DP."""
+    """Check every site that reported an ε (or `sites`) of a run that trained with DP.
+
+    A node whose every reply was an error never named itself (`node-<id>` in metrics.jsonl)
+    and reported no ε: it is not a site to check (its later replies, once named, are)."""
     run = RunDirectory(run_dir)
     cfg = run.config()
     if not cfg.privacy.enabled:
@@ -146,7 +149,9 @@ def check_run(
     rows = run.metrics()
     if not rows:
         raise CheckpointError(f"{run.metrics_file}: no round recorded; nothing to check")
-    names = sites or sorted({s for r in rows for s in r["sites"]})
+    names = sites or sorted(
+        {s for r in rows for s, values in r["sites"].items() if "train/epsilon" in values}
+    )
     root = state_dir or cfg.federation.state_dir
     checks = []
     for name in names:

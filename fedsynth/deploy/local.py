@@ -56,19 +56,23 @@ class LocalFederation:
             write_connection(CONNECTION, self.address, self.certs.ca_cert)
         return name
 
-    def add_site(self, site: str, register: bool = True) -> subprocess.Popen:
+    def add_site(
+        self, site: str, register: bool = True, env: Mapping[str, str] | None = None
+    ) -> subprocess.Popen:
         """Make the site's key, register it (or not: an intruder), start its SuperNode."""
         key = make_node_key(self.root / "keys", site)
         if register:
             cmd = register_command(key.public, CONNECTION)
             subprocess.run(cmd, env=self.env, check=True, timeout=60, capture_output=True)
-        return self.start_supernode(site)
+        return self.start_supernode(site, env)
 
-    def start_supernode(self, site: str) -> subprocess.Popen:
+    def start_supernode(self, site: str, env: Mapping[str, str] | None = None) -> subprocess.Popen:
+        """Start (or restart) the site's SuperNode; `env` adds to its environment (and so to
+        its ClientApp processes': a benchmark's modified hospital)."""
         config = node_config(self.data_root / site, site, self.root / "state")
         key = self.root / "keys" / f"{site}.key"
         cmd = supernode_command(self.address, self.certs.ca_cert, key, free_port(), config)
-        env = self.env | {"FLWR_HOME": str(self.root / f"home-{site}")}  # a hospital's own
+        env = self.env | dict(env or {}) | {"FLWR_HOME": str(self.root / f"home-{site}")}
         self.procs[site] = start(cmd, self.root / "logs" / f"{site}.log", env)
         return self.procs[site]
 

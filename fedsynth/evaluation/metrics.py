@@ -20,7 +20,6 @@ from collections import defaultdict
 
 import numpy as np
 import torch
-from monai.metrics.regression import compute_ssim_and_cs
 
 DATA_RANGE = 2.0
 SSIM_WINDOW = 11
@@ -35,6 +34,10 @@ REGIONS = ("whole", "brain")
 
 def ssim_map(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Standard SSIM map of (N, 1, H, W) images; 'valid' windows: (N, 1, H-10, W-10)."""
+    # Imported here: MONAI takes ~3 s to import, which every ServerApp (its report) and
+    # every deployment ClientApp process would otherwise pay before its first round.
+    from monai.metrics.regression import compute_ssim_and_cs
+
     full, _ = compute_ssim_and_cs(
         pred.float(),
         target.float(),
