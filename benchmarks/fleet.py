@@ -191,6 +191,8 @@ def run_soak(soak: Soak, work: Path, data: Path, flat: dict, names: list[str]) -
     for row in rows:
         row["sites"] = {by_key.get(k, k): v for k, v in row["sites"].items()}
     poisoned = [json.loads(line) for line in poison_log.open()] if poison_log.is_file() else []
+    if plan and not poisoned:  # else the soak measured nothing about refusing poison
+        raise RuntimeError(f"{poisoner} sent no poisoned update: {POISON} was not loaded")
     return {
         "fed": fed,
         "rows": rows,
