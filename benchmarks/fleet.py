@@ -37,7 +37,6 @@ import signal  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-import zlib  # noqa: E402
 from collections import Counter  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -47,6 +46,7 @@ from fedbench.deployed import simulated_twin  # noqa: E402
 from fedbench.memory import MemorySampler, tree_memory  # noqa: E402
 
 from fedsynth.audit.accounting import check_site  # noqa: E402
+from fedsynth.client.site import SiteIdentity  # noqa: E402
 from fedsynth.client.state_dir import SiteStateDir  # noqa: E402
 from fedsynth.config import FedsynthConfig  # noqa: E402
 from fedsynth.data.phantom import PhantomConfig, generate_phantom, site_name  # noqa: E402
@@ -186,7 +186,7 @@ def run_soak(soak: Soak, work: Path, data: Path, flat: dict, names: list[str]) -
         if sampler.is_alive():
             sampler.stop()
         fed.stop_all()
-    by_key = {_row_key(site): site for site in names}
+    by_key = {_row_key(fed, site): site for site in names}
     rows = [json.loads(line) for line in (fed.run_dir / "metrics.jsonl").open()]
     for row in rows:
         row["sites"] = {by_key.get(k, k): v for k, v in row["sites"].items()}
@@ -208,10 +208,10 @@ def run_soak(soak: Soak, work: Path, data: Path, flat: dict, names: list[str]) -
     }
 
 
-def _row_key(site: str) -> str:
-    """How metrics.jsonl names a deployed site: by the numeric id its replies carry, CRC-32 of
-    its name (`SiteIdentity`; a deployment's ServerApp does not know the hospitals' names)."""
-    return f"site-{zlib.crc32(site.encode()) & 0x7FFFFFFF}"
+def _row_key(fed: LocalFederation, site: str) -> str:
+    """How metrics.jsonl names a deployed site: by the numeric id its replies carry
+    (`SiteIdentity`; a deployment's ServerApp does not know the hospitals' names)."""
+    return f"site-{SiteIdentity.of(site, fed.site_state(site)).site_id}"
 
 
 def _status(row: dict, site: str) -> str:
@@ -237,19 +237,16 @@ def figures(soak: Soak, soak_run: dict, names: list[str]) -> dict[str, float]:
                 honest_rejected += site != soak_run["poisoner"]
                 print(f"[fleet] round {row['round']} {site}: {status}")
     lost = errored = double = 0
+    checks = {}
     for site in names:
         logged = _logged(fed, site)
-        double += len(logged) - len(set(logged))
         known = {r for r, row in by_round.items() if _status(row, site) in ("accepted", "rejected")}
         lost += len(set(logged) - known)
         errored += sum(_status(row, site) == "error" for row in rows)
-    state = {site: SiteStateDir(fed.site_state(site)) for site in names}
-    checks = {site: check_site(site, d.accountant_file, rows) for site, d in state.items()}
-    for site, check in checks.items():
-        logged = set(_logged(fed, site))
-        double += max(0, max(check.steps.values()) - soak.local_steps * len(logged)) // max(
-            soak.local_steps, 1
-        )
+        check = check_site(site, SiteStateDir(fed.site_state(site)).accountant_file, rows)
+        checks[site] = check
+        beyond = max(0, max(check.steps.values()) - soak.local_steps * len(set(logged)))
+        double += len(logged) - len(set(logged)) + beyond // max(soak.local_steps, 1)
         for problem in check.problems:
             print(f"[fleet] accounting {site}: {problem}")
     poisoner = soak_run["poisoner"]
