@@ -16,7 +16,9 @@ federated DP fine-tune at ε ≤ 8, 4, 1 (`PRIVATE_FINETUNE`: only norm affines 
 and shared); federated DP from scratch at ε ≤ 8 (the foundation's architecture, every weight).
 Each federated run is audited by membership inference at its first site (`fedsynth.audit`,
 8 evenly spaced slices per subject scored; the references train on every slice)
-and its ε re-verified from the sites' accountant histories (`check_run`).
+and its ε re-verified from the sites' accountant histories (`check_run`); a row in which a site
+failed to train in some round (a worker killed) is flagged (`failed_training_ROW`,
+`all_rows_complete`): it is not the setting it names.
 
 --quick uses the same foundation on a few 128-px subjects, one round of two steps. The
 benchmark is only valid if non-DP fine-tuning beats public-only by >= 2 dB (`valid_setting`).
@@ -44,6 +46,7 @@ from fedsynth.data.phantom import PhantomConfig, generate_phantom
 from fedsynth.data.pipeline import prepare_sites
 from fedsynth.models.checkpoint import load_checkpoint
 from fedsynth.pretrained import PHANTOM_WARM_START
+from fedsynth.server.report import failed_training
 from fedsynth.server.run_dir import RunDirectory
 from fedsynth.simulations.baselines import run_baselines
 from fedsynth.simulations.pretrain import pretrain, public_phantom
@@ -226,8 +229,11 @@ def main() -> None:
             ),
         }  # fmt: skip
         # every row scored as public-only is: T1 -> T2 on every site's held-out subjects
+        # a site whose training failed (a worker killed) makes the row another setting
         swept = [
-            row | final_result(finetune, sites, RunDirectory(row["run_dir"]))
+            row
+            | final_result(finetune, sites, RunDirectory(row["run_dir"]))
+            | {"failed_training": len(failed_training(RunDirectory(row["run_dir"]).metrics()))}
             for found in sweeps.values()
             for row in found
         ]
@@ -245,6 +251,8 @@ def main() -> None:
     }
     for tag, row in rows.items():
         figures |= {f"{k}_{tag}": row[k] for k in METRICS}
+        if "failed_training" in row:
+            figures[f"failed_training_{tag}"] = row["failed_training"]
         if "epsilon_max" in row and tag != "fed_ft_nondp":
             figures[f"epsilon_{tag}"] = row["epsilon_max"]
             figures[f"sigma_{tag}"] = row["sigma"]
@@ -265,6 +273,9 @@ def main() -> None:
     figures["target_eps8_accounting_verified"] = figures[f"accounting_ok_{top}"]
     low = f"fed_ft_eps{min(size['budgets']):g}"
     figures["target_eps1_beats_public_only"] = float(figures[f"psnr_brain_{low}"] > public)
+    figures["all_rows_complete"] = float(
+        not any(figures[f"failed_training_{tag}"] for tag in tags)
+    )
     figures["seconds_total"] = time.perf_counter() - start
     write_result("private_finetune", figures, args.out)
 

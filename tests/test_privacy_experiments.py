@@ -27,6 +27,7 @@ from fedsynth.models import build_model
 from fedsynth.models.checkpoint import CheckpointError, save_checkpoint
 from fedsynth.privacy.accountant import PrivacyAccountant
 from fedsynth.privacy.calibrate import calibrate_sigma
+from fedsynth.server.report import failed_training, federated_result, site_epsilons
 from fedsynth.server.run_dir import RunDirectory
 from fedsynth.simulations.sweep import Setting, max_sample_rate
 from fedsynth.training import train_local
@@ -252,7 +253,7 @@ def test_sweep_writes_table_figure_and_reuses_a_finished_setting(sweep: dict) ->
     for name in ("sweep.csv", "sweep.md", "utility_vs_epsilon.png"):
         assert (out / name).stat().st_size > 0
     table = (out / "sweep.md").read_text()
-    assert "| σ=1 |" in table and "epsilon_hospA" in table
+    assert "| σ=1 |" in table and "epsilon_hospA" in table and "failed_training" in table
     assert "simulating" in sweep["first"].stdout
     # The second invocation found the setting's result and trained nothing.
     assert "reusing" in sweep["second"].stdout and "simulating" not in sweep["second"].stdout
@@ -305,6 +306,25 @@ def test_epsilon_check_passes_over_a_node_that_only_errored(sweep: dict, tmp_pat
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     checks = check_run(run)
     assert [c.site for c in checks] == ["hospA", "hospB"] and all(c.ok for c in checks)
+
+
+def test_a_site_that_failed_the_last_round_keeps_the_epsilon_it_spent(sweep: dict) -> None:
+    """A worker killed in the last round (Ray out of memory) leaves the site an error row:
+    its ε is what it reported before, not ∞ ("no DP"), and the failure is counted."""
+    rows = [json.loads(line) for line in (sweep["run"] / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2
+    spent_before = rows[0]["sites"]["hospB"]["train/epsilon"]
+    assert 0 < spent_before < rows[-1]["sites"]["hospA"]["train/epsilon"]
+    rows[-1]["sites"]["hospB"] = {"node": 7, "train_status": "error: worker killed"}
+    spent = site_epsilons(rows)
+    assert spent["hospB"] == spent_before
+    assert spent["hospA"] == rows[-1]["sites"]["hospA"]["train/epsilon"]
+    assert failed_training(rows) == [(rows[-1]["round"], "hospB", "error: worker killed")]
+    assert federated_result(rows)["epsilon"] == spent["hospA"]
+    # a run without DP reports no ε at all: ∞, and no "epsilon" in its result
+    plain = [{"round": 1, "server": {}, "sites": {"hospA": {"train_status": "accepted"}}}]
+    assert site_epsilons(plain) == {"hospA": float("inf")} and failed_training(plain) == []
+    assert "epsilon" not in federated_result(plain)
 
 
 def test_epsilon_check_fails_on_a_tampered_history(sweep: dict, tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ sample grid and the federated vs baselines comparison, as markdown next to its f
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -71,10 +72,34 @@ def federated_result(rows: list[dict[str, Any]]) -> dict[str, float]:
             vals = [s[f"evaluate/{key}"] for s in sites]
             if vals:
                 result[key] = sum(vals) / len(vals)
-    eps = [s["train/epsilon"] for s in last["sites"].values() if "train/epsilon" in s]
+    eps = [e for e in site_epsilons(rows).values() if math.isfinite(e)]
     if eps:
         result["epsilon"] = max(eps)
     return result
+
+
+def site_epsilons(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Each site's ε after the last training round it reported (∞: it never reported one,
+    DP off). Not the last round's row alone: a site that failed or was not sampled in the
+    last round has still spent what it reported before."""
+    spent: dict[str, float] = {}
+    for row in rows:
+        for site, values in row["sites"].items():
+            if "train/epsilon" in values:
+                spent[site] = values["train/epsilon"]
+            else:
+                spent.setdefault(site, math.inf)
+    return spent
+
+
+def failed_training(rows: list[dict[str, Any]]) -> list[tuple[int, str, str]]:
+    """(round, site, status) of every training reply that was not accepted."""
+    return [
+        (r["round"], site, v.get("train_status", "no training reply"))
+        for r in rows
+        for site, v in r["sites"].items()
+        if not v.get("train_status", "").startswith("accepted")
+    ]
 
 
 def chosen_round(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -187,12 +212,7 @@ def write_report(run: RunDirectory, cfg: FedsynthConfig) -> Path:
             results |= json.loads(baselines.read_text())
         lines += ["## Comparison", "", comparison_markdown(results)]
         lines += _evaluation_section(run)
-        statuses = [
-            f"- round {r['round']}, {site}: {v.get('train_status', 'no training reply')}"
-            for r in rows
-            for site, v in r["sites"].items()
-            if not v.get("train_status", "").startswith("accepted")
-        ]
+        statuses = [f"- round {r}, {site}: {status}" for r, site, status in failed_training(rows)]
         if statuses:
             lines += ["## Sites that did not contribute", "", *statuses, ""]
     path = run.path / "report.md"

@@ -35,7 +35,7 @@ from fedsynth.data.slices import SiteData  # noqa: E402
 from fedsynth.models import build_model  # noqa: E402
 from fedsynth.privacy.calibrate import calibrate_sigma  # noqa: E402
 from fedsynth.privacy.sampling import UnitIndex, sample_rate  # noqa: E402
-from fedsynth.server.report import federated_result  # noqa: E402
+from fedsynth.server.report import failed_training, federated_result, site_epsilons  # noqa: E402
 from fedsynth.server.run_dir import RunDirectory  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -142,8 +142,11 @@ def _row(setting: Setting, cfg: FedsynthConfig, run_dir: Path, audit: dict) -> d
         "ssim_brain": result["ssim_brain"],
         "mae_brain": result["mae_brain"],
     }
-    for site, values in sorted(metrics[-1]["sites"].items()):
-        row[f"epsilon_{site}"] = values.get("train/epsilon", math.inf)
+    for site, epsilon in sorted(site_epsilons(metrics).items()):
+        row[f"epsilon_{site}"] = epsilon
+    # a site whose training failed (a worker killed, a reply refused) did not take part in
+    # that round: the row is not the setting it claims to be
+    row["failed_training"] = len(failed_training(metrics))
     row["epsilon_max"] = max(v for k, v in row.items() if k.startswith("epsilon_"))
     row["audit_site"] = audit["site"]
     for name in ATTACKS:
@@ -236,13 +239,16 @@ def write_table(rows: list[dict[str, Any]], out: Path) -> None:
         "mae_brain",
         *(f"auc_{a}" for a in ATTACKS),
         "accounting_ok",
+        "failed_training",
         "reused",
     ]
     lines = ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
     lines += ["| " + " | ".join(_fmt(r.get(c, "")) for c in shown) + " |" for r in rows]
     delta = rows[0]["delta"] if rows else ""
     note = (
-        f"\nε per site at δ={delta} (∞: no DP). PSNR/SSIM/MAE: in-brain, server evaluation of "
+        f"\nε per site at δ={delta}, after the last round it reported (∞: no DP); "
+        "failed_training: site-rounds whose training failed or was refused. "
+        "PSNR/SSIM/MAE: in-brain, server evaluation of "
         "the final global generators on every site's held-out paired subjects. AUCs: "
         f"membership inference at site {rows[0]['audit_site'] if rows else '-'} (0.5 = chance; "
         "see audit.md in each run for TPR at low FPR and intervals).\n"
