@@ -83,11 +83,13 @@ FINETUNE: dict[str, object] = FOUNDATION_MODEL | {
 }
 
 
-def benchmark_phantom(root: Path, subjects: int) -> None:
+def benchmark_phantom(root: Path, subjects: int, heads: bool = False) -> None:
     """unified.py's benchmark phantom (seed 0, three sites, every contrast; the foundation
-    was trained on seed 1000) with a lesion in half of the subjects."""
+    was trained on seed 1000) with a lesion in half of the subjects; whole heads with
+    `heads` (the foundation's own input domain), else brains alone (skull-stripped)."""
     config = PhantomConfig(
-        sites=3, subjects_per_site=subjects, lesions=True, lesion_fraction=0.5, seed=0
+        sites=3, subjects_per_site=subjects, lesions=True, lesion_fraction=0.5, seed=0,
+        heads=heads,
     )
     generate_phantom(config, root, progress=False)
 
