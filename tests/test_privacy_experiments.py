@@ -316,10 +316,15 @@ def test_a_site_that_failed_the_last_round_keeps_the_epsilon_it_spent(sweep: dic
     spent_before = rows[0]["sites"]["hospB"]["train/epsilon"]
     assert 0 < spent_before < rows[-1]["sites"]["hospA"]["train/epsilon"]
     rows[-1]["sites"]["hospB"] = {"node": 7, "train_status": "error: worker killed"}
+    rows[0]["sites"]["node-99"] = {"node": 99, "train_status": "error: worker killed"}
     spent = site_epsilons(rows)
+    assert set(spent) == {"hospA", "hospB"}  # a node that never trained spent nothing
     assert spent["hospB"] == spent_before
     assert spent["hospA"] == rows[-1]["sites"]["hospA"]["train/epsilon"]
-    assert failed_training(rows) == [(rows[-1]["round"], "hospB", "error: worker killed")]
+    assert failed_training(rows) == [
+        (rows[0]["round"], "node-99", "error: worker killed"),
+        (rows[-1]["round"], "hospB", "error: worker killed"),
+    ]
     assert federated_result(rows)["epsilon"] == spent["hospA"]
     # a run without DP reports no ε at all: ∞, and no "epsilon" in its result
     plain = [{"round": 1, "server": {}, "sites": {"hospA": {"train_status": "accepted"}}}]

@@ -79,15 +79,17 @@ def federated_result(rows: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def site_epsilons(rows: list[dict[str, Any]]) -> dict[str, float]:
-    """Each site's ε after the last training round it reported (∞: it never reported one,
-    DP off). Not the last round's row alone: a site that failed or was not sampled in the
-    last round has still spent what it reported before."""
+    """Each site's ε after the last training round it reported (∞: it trained without
+    reporting one, DP off). Not the last round's row alone: a site that failed or was not
+    sampled in the last round has still spent what it reported before. A site that never
+    trained (a `node-<id>` killed before its first reply) has no entry: see
+    `failed_training`."""
     spent: dict[str, float] = {}
     for row in rows:
         for site, values in row["sites"].items():
             if "train/epsilon" in values:
                 spent[site] = values["train/epsilon"]
-            else:
+            elif values.get("train_status", "").startswith("accepted"):
                 spent.setdefault(site, math.inf)
     return spent
 
